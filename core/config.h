@@ -1,0 +1,126 @@
+/* The configuration: one JSON file, validated whole at load into an
+ * immutable snapshot that workers only read. */
+#ifndef SL_CONFIG_H
+#define SL_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    SL_PROVIDER_OPENAI = 1, /* any OpenAI-compatible base_url */
+    SL_PROVIDER_MOCK,       /* built in: answers in-process, no network */
+} sl_provider_type_t;
+
+typedef struct sl_provider {
+    char *name;
+    sl_provider_type_t type;
+    char *base_url;    /* without trailing '/'; NULL for mock */
+    char *api_key_env; /* NULL when none */
+    char *api_key;     /* getenv(api_key_env) at load; NULL when unset */
+    /* Prebuilt at load so the hot path only copies pointers. */
+    char *chat_url;       /* base_url + "/chat/completions" */
+    char *embeddings_url; /* base_url + "/embeddings" */
+    char *auth_header;    /* "Authorization: Bearer KEY" or NULL */
+    long connect_timeout_ms;     /* default 5000 */
+    long first_byte_timeout_ms;  /* default 60000 */
+    long timeout_ms;             /* total, default 600000 */
+    long mock_delay_ms; /* mock only: gap between stream chunks, default 0 */
+} sl_provider_t;
+
+typedef struct {
+    sl_provider_t *provider; /* points into sl_config_t.providers */
+    char *model;             /* the provider's model name */
+    unsigned weight;         /* >= 1, default 1 */
+} sl_target_t;
+
+typedef struct {
+    char *name; /* the alias clients send */
+    sl_target_t *targets;
+    size_t ntargets;
+    unsigned total_weight;
+    sl_target_t *fallback; /* tried in order after targets (later issue) */
+    size_t nfallback;
+} sl_model_t;
+
+typedef enum {
+    SL_ROUTE_CHAT = 1,   /* POST, OpenAI chat completions */
+    SL_ROUTE_EMBEDDINGS, /* POST */
+    SL_ROUTE_MODELS,     /* GET, the models this config serves */
+    SL_ROUTE_HEALTH,     /* GET */
+} sl_route_kind_t;
+
+typedef struct {
+    char *path; /* exact match on the request path */
+    sl_route_kind_t kind;
+    char **plugins; /* names, in order (later issue) */
+    size_t nplugins;
+    char *lua; /* script path or NULL (later issue) */
+} sl_route_t;
+
+typedef struct {
+    char *addr; /* as written, "host:port" or "[v6]:port" */
+    char *host;
+    int port;
+} sl_listen_t;
+
+typedef struct {
+    size_t max_header_bytes;    /* 431 past it; default 16384 */
+    size_t max_body_bytes;      /* 413 past it; default 4 MiB */
+    long header_timeout_ms;     /* 408 then close; default 10000 */
+    long body_timeout_ms;       /* 408 then close; default 30000 */
+    long idle_timeout_ms;       /* keep-alive idle close; default 60000 */
+    long max_connections;       /* per process; default 10000 */
+    long drain_timeout_ms;      /* SIGTERM grace; default 30000 */
+    size_t max_response_bytes;  /* non-stream upstream body cap; 64 MiB */
+} sl_limits_t;
+
+typedef struct sl_config {
+    char *path; /* the file it was loaded from */
+    sl_listen_t *listen;
+    size_t nlisten;
+    int workers; /* default: number of online CPUs */
+    char *data_dir; /* default "./data" */
+    sl_provider_t *providers;
+    size_t nproviders;
+    sl_model_t *models;
+    size_t nmodels;
+    int allow_direct_models; /* "provider/model" accepted; default true */
+    sl_route_t *routes;
+    size_t nroutes;
+    sl_limits_t limits;
+    char *access_log; /* "stderr" (default), "off", or a file path */
+} sl_config_t;
+
+/* One validation error: the JSON path ("$.providers.openai.base_url") and
+ * what is wrong with it. */
+typedef struct {
+    char path[256];
+    char message[256];
+} sl_config_error_t;
+
+typedef struct {
+    sl_config_error_t *items;
+    size_t count, cap;
+} sl_config_errors_t;
+
+/* Parses and validates the whole document; every problem is appended to errs
+ * (unknown keys too, each with its JSON path), not just the first. On
+ * success returns 0 and *out; on failure SL_ECONFIG and *out = NULL. A file
+ * that cannot be read or is not JSON is one error with path "$". When the
+ * `routes` key is absent, the default routes are used: /v1/chat/completions,
+ * /v1/embeddings, /v1/models, /healthz. */
+int sl_config_load_file(const char *path, sl_config_t **out,
+                        sl_config_errors_t *errs);
+int sl_config_load_string(const char *json, size_t len, sl_config_t **out,
+                          sl_config_errors_t *errs);
+void sl_config_free(sl_config_t *cfg);
+void sl_config_errors_free(sl_config_errors_t *errs);
+
+/* Look-ups used by the request path: linear scans over small arrays built at
+ * load. NULL when absent. */
+const sl_model_t *sl_config_model(const sl_config_t *cfg, const char *name,
+                                  size_t len);
+const sl_provider_t *sl_config_provider(const sl_config_t *cfg,
+                                        const char *name, size_t len);
+
+#endif

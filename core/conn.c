@@ -1,0 +1,633 @@
+/* Client connections on bufferevents. The head is parsed by our strict
+ * parser straight out of the input buffer, then copied once into the
+ * request arena so the request can point into it. */
+#include "conn.h"
+#include "accesslog.h"
+#include "clock.h"
+#include "error.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY };
+
+/* Past this much unsent output a stream's source is paused. */
+#define SL_OUT_HIGH (1u << 20)
+#define SL_OUT_LOW (1u << 18)
+
+static void conn_process(sl_conn_t *c);
+
+static const char *
+status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 400 ? "OK" : "Error";
+    }
+}
+
+static void
+timer_set(sl_conn_t *c, int kind)
+{
+    const struct timeval *tv = NULL;
+    switch (kind) {
+    case TIMER_IDLE: tv = c->w->tv_idle; break;
+    case TIMER_HEADER: tv = c->w->tv_header; break;
+    case TIMER_BODY: tv = c->w->tv_body; break;
+    default: break;
+    }
+    c->timer_kind = kind;
+    if (tv == NULL)
+        evtimer_del(c->timer);
+    else
+        evtimer_add(c->timer, tv);
+}
+
+static void
+conn_free(sl_conn_t *c)
+{
+    sl_worker_t *w = c->w;
+    if (c->req != NULL) {
+        sl_request_t *r = c->req;
+        if (r->cancel != NULL) {
+            r->cancel(r);
+            r->cancel = NULL;
+        }
+        if (!r->responded || r->streaming) {
+            r->client_gone = 1;
+            if (!r->responded)
+                r->status = 499;
+            r->error_code = r->streaming ? "client_closed_mid_stream"
+                                         : "client_closed";
+            sl_accesslog_write(w->log, r);
+        }
+        c->req = NULL;
+    }
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    event_free(c->timer);
+    bufferevent_free(c->bev);
+    sl_arena_destroy(c->arena);
+    free(c);
+    sl_worker_conn_closed(w);
+}
+
+/* Stops reading and closes once the output has been flushed. */
+static void
+conn_close_after_write(sl_conn_t *c)
+{
+    c->state = SL_CONN_CLOSING;
+    c->keep_alive = 0;
+    timer_set(c, TIMER_NONE);
+    bufferevent_disable(c->bev, EV_READ);
+    /* Bound the flush: a client that never reads must not pin us. */
+    evtimer_add(c->timer, c->w->tv_body);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+        !c->processing)
+        conn_free(c);
+}
+
+void
+sl_conn_close(sl_conn_t *c)
+{
+    conn_free(c);
+}
+
+int
+sl_conn_is_idle(const sl_conn_t *c)
+{
+    return c->state == SL_CONN_HEAD &&
+           evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+}
+
+/* The request is answered: log it, and get ready for the next one. */
+static void
+request_done(sl_conn_t *c)
+{
+    sl_request_t *r = c->req;
+    sl_accesslog_write(c->w->log, r);
+    c->req = NULL;
+    sl_arena_reset(c->arena);
+    c->requests++;
+    if (!c->keep_alive || c->w->draining) {
+        conn_close_after_write(c);
+        return;
+    }
+    c->state = SL_CONN_HEAD;
+    timer_set(c, evbuffer_get_length(bufferevent_get_input(c->bev)) > 0
+                     ? TIMER_HEADER
+                     : TIMER_IDLE);
+    if (!c->processing)
+        conn_process(c);
+}
+
+double
+sl_request_overhead_ms(const sl_request_t *r)
+{
+    uint64_t now = sl_now_us();
+    uint64_t total = now - r->t_start;
+    uint64_t up = r->upstream_us;
+    if (r->t_upstream != 0 && up == 0)
+        up = now - r->t_upstream; /* still waiting (stream head) */
+    return total > up ? (double)(total - up) / 1000.0 : 0.0;
+}
+
+/* Writes the status line and the common headers into buf. */
+static size_t
+format_head(sl_request_t *r, char *buf, size_t cap, int status,
+            const char *content_type, long long content_length,
+            const char *extra)
+{
+    sl_conn_t *c = r->conn;
+    if (c->w->draining || r->http.version_minor == 0)
+        c->keep_alive = c->keep_alive && !c->w->draining;
+    int n = snprintf(buf, cap,
+                     "HTTP/1.1 %d %s\r\n"
+                     "Server: sluice\r\n"
+                     "x-sluice-overhead-ms: %.3f\r\n",
+                     status, status_text(status), sl_request_overhead_ms(r));
+    size_t len = (size_t)n;
+    if (content_type != NULL)
+        len += (size_t)snprintf(buf + len, cap - len,
+                                "Content-Type: %s\r\n", content_type);
+    if (content_length >= 0)
+        len += (size_t)snprintf(buf + len, cap - len,
+                                "Content-Length: %lld\r\n", content_length);
+    if (!c->keep_alive)
+        len += (size_t)snprintf(buf + len, cap - len, "Connection: close\r\n");
+    else if (r->http.version_minor == 0)
+        len += (size_t)snprintf(buf + len, cap - len,
+                                "Connection: keep-alive\r\n");
+    if (extra != NULL)
+        len += (size_t)snprintf(buf + len, cap - len, "%s", extra);
+    len += (size_t)snprintf(buf + len, cap - len, "\r\n");
+    return len < cap ? len : cap - 1;
+}
+
+static void
+response_begin(sl_request_t *r, int status)
+{
+    r->status = status;
+    r->responded = 1;
+    r->t_first_byte = sl_now_us();
+}
+
+void
+sl_response_send(sl_request_t *r, int status, const char *content_type,
+                 const char *extra, const char *body, size_t len)
+{
+    sl_conn_t *c = r->conn;
+    char head[2048];
+    response_begin(r, status);
+    size_t hl = format_head(r, head, sizeof(head), status, content_type,
+                            (long long)len, extra);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, head, hl);
+    if (r->http.method != SL_METHOD_HEAD && len > 0)
+        evbuffer_add(out, body, len);
+    r->bytes_out = hl + len;
+    request_done(c);
+}
+
+void
+sl_response_send_buffer(sl_request_t *r, int status, const char *content_type,
+                        const char *extra, struct evbuffer *body)
+{
+    sl_conn_t *c = r->conn;
+    char head[2048];
+    size_t len = evbuffer_get_length(body);
+    response_begin(r, status);
+    size_t hl = format_head(r, head, sizeof(head), status, content_type,
+                            (long long)len, extra);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, head, hl);
+    evbuffer_add_buffer(out, body);
+    r->bytes_out = hl + len;
+    request_done(c);
+}
+
+void
+sl_response_error_with(sl_request_t *r, int status, const char *message,
+                       const char *code, const char *extra)
+{
+    char body[1024];
+    size_t n = sl_error_json(body, sizeof(body), message,
+                             sl_error_type_for_status(status), code);
+    if (n >= sizeof(body))
+        n = sizeof(body) - 1;
+    if (r->error_code == NULL)
+        r->error_code = code;
+    sl_response_send(r, status, "application/json", extra, body, n);
+}
+
+void
+sl_response_error(sl_request_t *r, int status, const char *message,
+                  const char *code)
+{
+    sl_response_error_with(r, status, message, code, NULL);
+}
+
+void
+sl_response_stream_start(sl_request_t *r, int status, const char *extra)
+{
+    sl_conn_t *c = r->conn;
+    char head[2048];
+    response_begin(r, status);
+    r->streaming = 1;
+    /* HTTP/1.0 has no chunked coding: the stream ends with the connection. */
+    int chunked = r->http.version_minor >= 1;
+    if (!chunked)
+        c->keep_alive = 0;
+    char hdrs[1024];
+    snprintf(hdrs, sizeof(hdrs),
+             "Cache-Control: no-cache\r\n"
+             "X-Accel-Buffering: no\r\n"
+             "%s%s",
+             chunked ? "Transfer-Encoding: chunked\r\n" : "",
+             extra != NULL ? extra : "");
+    size_t hl = format_head(r, head, sizeof(head), status,
+                            "text/event-stream; charset=utf-8", -1, hdrs);
+    evbuffer_add(bufferevent_get_output(c->bev), head, hl);
+    r->bytes_out += hl;
+}
+
+int
+sl_response_stream_event(sl_request_t *r, const char *event, size_t event_len,
+                         const char *data, size_t len)
+{
+    sl_conn_t *c = r->conn;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t body = (event != NULL ? 7 + event_len + 1 : 0) + 6 + len + 2;
+    char pre[64];
+    size_t pl = 0;
+    if (r->http.version_minor >= 1)
+        pl = (size_t)snprintf(pre, sizeof(pre), "%zx\r\n", body);
+    if (event != NULL) {
+        memcpy(pre + pl, "event: ", 7);
+        pl += 7;
+        evbuffer_add(out, pre, pl);
+        evbuffer_add(out, event, event_len);
+        pl = 0;
+        pre[pl++] = '\n';
+    }
+    memcpy(pre + pl, "data: ", 6);
+    pl += 6;
+    evbuffer_add(out, pre, pl);
+    evbuffer_add(out, data, len);
+    if (r->http.version_minor >= 1)
+        evbuffer_add(out, "\n\n\r\n", 4);
+    else
+        evbuffer_add(out, "\n\n", 2);
+    r->bytes_out += body;
+    return evbuffer_get_length(out) > SL_OUT_HIGH;
+}
+
+void
+sl_response_stream_end(sl_request_t *r, int clean)
+{
+    sl_conn_t *c = r->conn;
+    if (r->http.version_minor >= 1)
+        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    r->stream_ok = clean;
+    if (!clean)
+        c->keep_alive = 0; /* a cut stream also ends its connection */
+    request_done(c);
+}
+
+/* Answers a framing error that leaves the connection unusable. */
+static void
+conn_fail(sl_conn_t *c, int status, const char *why, const char *code)
+{
+    sl_request_t *r = c->req;
+    c->keep_alive = 0;
+    r->http.method = SL_METHOD_OTHER;
+    r->http.version_minor = 1;
+    r->route = NULL;
+    if (r->t_start == 0)
+        r->t_start = sl_now_us();
+    c->state = SL_CONN_HANDLING;
+    sl_response_error(r, status, why, code);
+}
+
+static sl_request_t *
+request_new(sl_conn_t *c)
+{
+    sl_request_t *r = sl_arena_calloc(c->arena, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->conn = c;
+    r->w = c->w;
+    r->cfg = c->w->srv->cfg;
+    r->arena = c->arena;
+    r->prompt_tokens = r->completion_tokens = r->total_tokens = -1;
+    c->req = r;
+    return r;
+}
+
+static void
+rebase(sl_http_request_t *h, const char *from, const char *to)
+{
+#define RB(p) ((p) = (p) ? to + ((p)-from) : NULL)
+    RB(h->method_str);
+    RB(h->target);
+    RB(h->path);
+    for (size_t i = 0; i < h->nheaders; i++) {
+        RB(h->headers[i].name);
+        RB(h->headers[i].value);
+    }
+#undef RB
+}
+
+/* Returns 1 when a head was parsed, 0 when more input is needed, -1 when
+ * the connection is being closed. */
+static int
+read_head(sl_conn_t *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t avail = evbuffer_get_length(in);
+    if (avail == 0)
+        return 0;
+    if (c->timer_kind == TIMER_IDLE)
+        timer_set(c, TIMER_HEADER);
+    const sl_limits_t *lim = &c->w->srv->cfg->limits;
+    size_t n = avail < lim->max_header_bytes + 1 ? avail
+                                                 : lim->max_header_bytes + 1;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+    if (c->req == NULL && request_new(c) == NULL) {
+        bufferevent_free(c->bev); /* out of memory: drop */
+        return -1;
+    }
+    sl_request_t *r = c->req;
+    int status = 400;
+    const char *why = NULL;
+    int rc = sl_http_parse_request(p, n, lim->max_header_bytes, &r->http,
+                                   &status, &why);
+    if (rc == SL_EAGAIN)
+        return 0;
+    if (rc < 0) {
+        r->bytes_in = n;
+        conn_fail(c, status, why ? why : "malformed request",
+                  status == 431 ? "headers_too_large"
+                  : status == 501 ? "unsupported_transfer_encoding"
+                  : status == 505 ? "http_version_not_supported"
+                                  : "bad_request");
+        return -1;
+    }
+    char *copy = sl_arena_alloc(c->arena, (size_t)rc);
+    if (copy == NULL) {
+        conn_fail(c, 503, "out of memory", "server_busy");
+        return -1;
+    }
+    memcpy(copy, p, (size_t)rc);
+    rebase(&r->http, p, copy);
+    evbuffer_drain(in, (size_t)rc);
+    r->bytes_in = (size_t)rc;
+    r->t_start = sl_now_us();
+    c->keep_alive = r->http.keep_alive;
+    if (r->http.content_length > 0 &&
+        (uint64_t)r->http.content_length > lim->max_body_bytes) {
+        conn_fail(c, 413, "request body is larger than the limit",
+                  "body_too_large");
+        return -1;
+    }
+    if (r->http.expect_continue && r->http.version_minor >= 1 &&
+        (r->http.chunked || r->http.content_length > 0) &&
+        evbuffer_get_length(in) == 0)
+        evbuffer_add(bufferevent_get_output(c->bev),
+                     "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    c->state = SL_CONN_BODY;
+    c->body_cap = 0;
+    sl_chunked_init(&c->chunked);
+    timer_set(c, TIMER_BODY);
+    return 1;
+}
+
+/* Returns 1 when the body is complete, 0 when more is needed, -1 when the
+ * connection is being closed. */
+static int
+read_body(sl_conn_t *c)
+{
+    sl_request_t *r = c->req;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    const sl_limits_t *lim = &c->w->srv->cfg->limits;
+    if (!r->http.chunked) {
+        size_t need = r->http.content_length > 0
+                          ? (size_t)r->http.content_length
+                          : 0;
+        if (evbuffer_get_length(in) < need)
+            return 0;
+        r->body = sl_arena_alloc(c->arena, need + 1);
+        if (r->body == NULL) {
+            conn_fail(c, 503, "out of memory", "server_busy");
+            return -1;
+        }
+        evbuffer_remove(in, r->body, need);
+        r->body[need] = '\0';
+        r->body_len = need;
+        r->bytes_in += need;
+        return 1;
+    }
+    size_t avail = evbuffer_get_length(in);
+    if (avail == 0)
+        return 0;
+    if (r->body_len + avail + 1 > c->body_cap) {
+        size_t cap = (r->body_len + avail + 1) * 2;
+        if (cap > lim->max_body_bytes + 1)
+            cap = lim->max_body_bytes + avail + 1;
+        char *nb = sl_arena_alloc(c->arena, cap);
+        if (nb == NULL) {
+            conn_fail(c, 503, "out of memory", "server_busy");
+            return -1;
+        }
+        if (r->body_len)
+            memcpy(nb, r->body, r->body_len);
+        r->body = nb;
+        c->body_cap = cap;
+    }
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)avail);
+    size_t out_len = 0;
+    const char *why = NULL;
+    ssize_t used = sl_chunked_decode(&c->chunked, p, avail,
+                                     r->body + r->body_len, &out_len,
+                                     lim->max_body_bytes, &why);
+    if (used == SL_ETOOBIG) {
+        conn_fail(c, 413, "request body is larger than the limit",
+                  "body_too_large");
+        return -1;
+    }
+    if (used < 0) {
+        conn_fail(c, 400, why ? why : "malformed chunked body",
+                  "bad_request");
+        return -1;
+    }
+    r->body_len += out_len;
+    r->bytes_in += (size_t)used;
+    evbuffer_drain(in, (size_t)used);
+    if (!c->chunked.done)
+        return 0;
+    r->body[r->body_len] = '\0';
+    return 1;
+}
+
+static void
+conn_process(sl_conn_t *c)
+{
+    c->processing = 1;
+    for (;;) {
+        if (c->state == SL_CONN_HEAD) {
+            if (c->w->draining && c->requests > 0 &&
+                evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+                conn_close_after_write(c);
+                break;
+            }
+            if (read_head(c) <= 0)
+                break;
+        }
+        if (c->state == SL_CONN_BODY) {
+            if (read_body(c) <= 0)
+                break;
+            c->state = SL_CONN_HANDLING;
+            timer_set(c, TIMER_NONE);
+            sl_request_handle(c->req);
+        }
+        if (c->state != SL_CONN_HEAD)
+            break;
+    }
+    c->processing = 0;
+    if (c->state == SL_CONN_CLOSING &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_free(c);
+}
+
+static void
+on_read(struct bufferevent *bev, void *arg)
+{
+    sl_conn_t *c = arg;
+    if (c->state == SL_CONN_HANDLING) {
+        /* Pipelined bytes wait for their turn, within a bound. */
+        const sl_limits_t *lim = &c->w->srv->cfg->limits;
+        if (evbuffer_get_length(bufferevent_get_input(bev)) >
+            lim->max_header_bytes + lim->max_body_bytes)
+            bufferevent_disable(bev, EV_READ);
+        return;
+    }
+    if (c->state == SL_CONN_CLOSING)
+        return;
+    conn_process(c);
+}
+
+static void
+on_write(struct bufferevent *bev, void *arg)
+{
+    sl_conn_t *c = arg;
+    if (c->state == SL_CONN_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            conn_free(c);
+        return;
+    }
+    sl_request_t *r = c->req;
+    if (r != NULL && r->paused &&
+        evbuffer_get_length(bufferevent_get_output(bev)) <= SL_OUT_LOW) {
+        r->paused = 0;
+        if (r->resume != NULL)
+            r->resume(r);
+    }
+}
+
+static void
+on_event(struct bufferevent *bev, short what, void *arg)
+{
+    sl_conn_t *c = arg;
+    /* EOF or error: the client is gone; whatever is in flight stops now. */
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        conn_free(c);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    sl_conn_t *c = arg;
+    switch (c->state) {
+    case SL_CONN_HEAD:
+        if (c->timer_kind == TIMER_HEADER) {
+            if (c->req == NULL && request_new(c) == NULL)
+                break;
+            conn_fail(c, 408, "timed out reading the request head",
+                      "request_timeout");
+            return;
+        }
+        break;
+    case SL_CONN_BODY:
+        conn_fail(c, 408, "timed out reading the request body",
+                  "request_timeout");
+        return;
+    default:
+        break;
+    }
+    conn_free(c);
+}
+
+sl_conn_t *
+sl_conn_new(sl_worker_t *w, evutil_socket_t fd)
+{
+    sl_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    c->w = w;
+    c->arena = sl_arena_create(8192);
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(w->base, on_timer, c);
+    if (c->arena == NULL || c->bev == NULL || c->timer == NULL) {
+        if (c->bev != NULL)
+            bufferevent_free(c->bev);
+        else
+            evutil_closesocket(fd);
+        if (c->timer != NULL)
+            event_free(c->timer);
+        sl_arena_destroy(c->arena);
+        free(c);
+        return NULL;
+    }
+    c->state = SL_CONN_HEAD;
+    c->keep_alive = 1;
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, SL_OUT_LOW, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->next = w->conns;
+    if (w->conns != NULL)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    timer_set(c, TIMER_HEADER);
+    return c;
+}

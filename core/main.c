@@ -1,0 +1,101 @@
+/* sluice: run the gateway, or check a config. */
+#include "config.h"
+#include "error.h"
+#include "worker.h"
+
+#include <curl/curl.h>
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "dev"
+#endif
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sluice [run] -c FILE     run the gateway\n"
+            "       sluice check -c FILE     validate FILE and print every "
+            "error\n"
+            "       sluice --version | --help\n"
+            "\n"
+            "FILE is the JSON configuration (see docs/configuration.md).\n"
+            "SIGTERM or SIGINT drains: no new connections, requests in "
+            "flight finish.\n");
+}
+
+static int
+load(const char *path, sl_config_t **cfg)
+{
+    sl_config_errors_t errs = {0};
+    int rc = sl_config_load_file(path, cfg, &errs);
+    for (size_t i = 0; i < errs.count; i++)
+        fprintf(stderr, "%s: %s: %s\n", path, errs.items[i].path,
+                errs.items[i].message);
+    if (rc != 0 && errs.count == 0)
+        fprintf(stderr, "%s: %s\n", path, sl_strerror(rc));
+    sl_config_errors_free(&errs);
+    return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *cmd = "run", *file = NULL;
+    int i = 1;
+    if (i < argc && argv[i][0] != '-') {
+        cmd = argv[i++];
+    }
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+            printf("sluice %s\n", PACKAGE_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 ||
+                   strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if ((strcmp(argv[i], "-c") == 0 ||
+                    strcmp(argv[i], "--config") == 0) &&
+                   i + 1 < argc) {
+            file = argv[++i];
+        } else {
+            fprintf(stderr, "sluice: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
+        fprintf(stderr, "sluice: unknown command '%s'\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    if (file == NULL) {
+        fprintf(stderr, "sluice: missing -c FILE\n");
+        usage(stderr);
+        return 2;
+    }
+    sl_config_t *cfg = NULL;
+    if (load(file, &cfg) != 0)
+        return 1;
+    if (strcmp(cmd, "check") == 0) {
+        printf("%s: ok (%zu provider(s), %zu model(s), %zu route(s))\n", file,
+               cfg->nproviders, cfg->nmodels, cfg->nroutes);
+        sl_config_free(cfg);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 ||
+        evthread_use_pthreads() != 0) {
+        fprintf(stderr, "sluice: cannot initialise libcurl/libevent\n");
+        sl_config_free(cfg);
+        return 1;
+    }
+    int rc = sl_server_run(cfg);
+    sl_config_free(cfg);
+    curl_global_cleanup();
+    libevent_global_shutdown();
+    return rc;
+}

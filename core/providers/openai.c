@@ -1,0 +1,325 @@
+/* OpenAI-compatible providers (OpenAI, Ollama, vLLM, Groq, Mistral...):
+ * the body goes through almost as the client sent it; a stream is relayed
+ * event by event as it arrives. */
+#include "../clock.h"
+#include "../error.h"
+#include "../worker.h"
+#include "provider.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SL_SSE_MAX_EVENT (4u << 20)
+
+static void
+free_str(void *p)
+{
+    free(p);
+}
+
+static void
+free_evbuffer(void *p)
+{
+    evbuffer_free(p);
+}
+
+static void
+free_sse(void *p)
+{
+    sl_sse_free(p);
+}
+
+/* Rewrites what the provider must see differently from the client: the
+ * model name, and a request for usage in streams so accounting is exact.
+ * Returns 1 when the JSON changed. */
+static int
+rewrite_body(sl_call_t *k)
+{
+    int changed = 0;
+    cJSON *model = cJSON_GetObjectItemCaseSensitive(k->json, "model");
+    if (strcmp(model->valuestring, k->target->model) != 0) {
+        cJSON_ReplaceItemInObjectCaseSensitive(
+            k->json, "model", cJSON_CreateString(k->target->model));
+        changed = 1;
+    }
+    if (k->stream && !k->client_usage) {
+        cJSON *so = cJSON_GetObjectItemCaseSensitive(k->json, "stream_options");
+        if (!cJSON_IsObject(so)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(k->json, "stream_options");
+            so = cJSON_AddObjectToObject(k->json, "stream_options");
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
+        cJSON_AddTrueToObject(so, "include_usage");
+        changed = 1;
+    }
+    return changed;
+}
+
+/* Finds a non-null "usage" object without decoding the whole event: most
+ * stream events carry none. */
+static int
+has_usage_object(const char *data, size_t len)
+{
+    const char *end = data + len, *p = data;
+    while ((p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
+        p += 7;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+            p++;
+        if (p < end && *p == ':') {
+            p++;
+            while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' ||
+                               *p == '\r'))
+                p++;
+            if (p < end && *p == '{')
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+on_event(void *ud, const char *event, size_t event_len, const char *data,
+         size_t len)
+{
+    sl_call_t *k = ud;
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+        k->done_seen = 1;
+        k->want_pause |= sl_call_forward(k, data, len);
+        return 0;
+    }
+    if (has_usage_object(data, len)) {
+        cJSON *j = cJSON_ParseWithLength(data, len);
+        if (j != NULL) {
+            sl_call_take_usage(k, cJSON_GetObjectItemCaseSensitive(j, "usage"));
+            const cJSON *choices =
+                cJSON_GetObjectItemCaseSensitive(j, "choices");
+            int usage_only =
+                cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0;
+            cJSON_Delete(j);
+            /* We asked for it; a client that did not never sees it. */
+            if (usage_only && !k->client_usage)
+                return 0;
+        }
+    }
+    k->want_pause |= sl_call_forward(k, data, len);
+    return 0;
+}
+
+static int
+on_data(void *ud, int status, const char *data, size_t len)
+{
+    sl_call_t *k = ud;
+    sl_request_t *r = k->r;
+    if (k->stream && status == 200 && k->sse_ready) {
+        int rc = sl_sse_feed(&k->sse, data, len, on_event, k);
+        if (rc == 0 && k->want_pause) {
+            /* The client reads slower than the upstream writes: hold the
+             * upstream instead of buffering without bound. */
+            k->want_pause = 0;
+            r->paused = 1;
+            sl_upcall_pause(k->up, 1);
+        }
+        return rc; /* SL_ETOOBIG aborts */
+    }
+    if (k->stream && status == 200 && !k->sse_ready) {
+        const char *ct = sl_upcall_content_type(k->up);
+        if (ct != NULL && strncmp(ct, "text/event-stream", 17) == 0) {
+            sl_sse_init(&k->sse, SL_SSE_MAX_EVENT);
+            sl_arena_cleanup_add(r->arena, free_sse, &k->sse);
+            k->sse_ready = 1;
+            return on_data(ud, status, data, len);
+        }
+    }
+    if (evbuffer_get_length(k->body) + len > r->cfg->limits.max_response_bytes)
+        return 1;
+    return evbuffer_add(k->body, data, len) == 0 ? 0 : 1;
+}
+
+/* Upstream errors keep their meaning but never blame the client for the
+ * gateway's own credentials or the provider's faults. */
+static int
+client_status_for(int upstream)
+{
+    if (upstream == 401 || upstream == 403)
+        return 502;
+    if (upstream >= 400 && upstream < 500)
+        return upstream;
+    if (upstream == 503 || upstream == 504)
+        return upstream;
+    return 502;
+}
+
+static void
+answer_upstream_error(sl_call_t *k, int status)
+{
+    sl_request_t *r = k->r;
+    int out = client_status_for(status);
+    const char *retry = sl_upcall_retry_after(k->up);
+    char *extra = retry != NULL
+                      ? sl_arena_printf(r->arena, "Retry-After: %s\r\n", retry)
+                      : NULL;
+    size_t n = evbuffer_get_length(k->body);
+    if (out == status && n > 0) {
+        cJSON *j = cJSON_ParseWithLength(
+            (const char *)evbuffer_pullup(k->body, -1), n);
+        int shaped = j != NULL &&
+                     cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "error"));
+        cJSON_Delete(j);
+        if (shaped) {
+            r->error_code = "upstream_error";
+            sl_response_send_buffer(r, out, "application/json", extra,
+                                    k->body);
+            return;
+        }
+    }
+    char *msg = sl_arena_printf(r->arena,
+                                "provider '%s' answered with status %d",
+                                k->target->provider->name, status);
+    sl_response_error_with(r, out, msg ? msg : "upstream error",
+                           status == 429 ? "upstream_rate_limited"
+                                         : "upstream_error",
+                           extra);
+}
+
+static void
+on_done(void *ud, int result, int status, const char *why)
+{
+    sl_call_t *k = ud;
+    sl_request_t *r = k->r;
+    r->upstream_us = sl_now_us() - r->t_upstream;
+    r->cancel = NULL;
+    r->resume = NULL;
+    if (r->streaming) {
+        if (result == 0 && k->done_seen && !sl_sse_pending(&k->sse)) {
+            k->up = NULL;
+            sl_response_stream_end(r, 1);
+        } else {
+            const char *msg =
+                result == SL_ETIMEDOUT ? "the upstream timed out mid-stream"
+                : result != 0 && why != NULL
+                    ? sl_arena_printf(r->arena,
+                                      "upstream stream failed: %s", why)
+                    : "upstream stream ended before it was complete";
+            k->up = NULL;
+            sl_call_stream_fail(k, msg ? msg : "upstream stream failed",
+                                result == SL_ETIMEDOUT ? "upstream_timeout"
+                                                       : "upstream_stream_cut");
+        }
+        return;
+    }
+    if (result == SL_ETIMEDOUT) {
+        k->up = NULL;
+        sl_response_error(r, 504, why ? why : "the upstream timed out",
+                          "upstream_timeout");
+        return;
+    }
+    if (result == SL_EINVAL) {
+        k->up = NULL;
+        sl_response_error(r, 502, "the upstream response is too large",
+                          "upstream_response_too_large");
+        return;
+    }
+    if (result != 0) {
+        char *msg = sl_arena_printf(r->arena, "upstream request failed: %s",
+                                    why ? why : "unknown error");
+        k->up = NULL;
+        sl_response_error(r, 502, msg ? msg : "upstream request failed",
+                          "upstream_error");
+        return;
+    }
+    if (status < 200 || status > 299) {
+        answer_upstream_error(k, status);
+        k->up = NULL;
+        return;
+    }
+    k->up = NULL;
+    size_t n = evbuffer_get_length(k->body);
+    cJSON *j = n ? cJSON_ParseWithLength(
+                       (const char *)evbuffer_pullup(k->body, -1), n)
+                 : NULL;
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        sl_response_error(r, 502,
+                          k->stream ? "the upstream sent no stream events"
+                                    : "the upstream sent a body that is not "
+                                      "JSON",
+                          "upstream_bad_response");
+        return;
+    }
+    sl_call_take_usage(k, cJSON_GetObjectItemCaseSensitive(j, "usage"));
+    cJSON_Delete(j);
+    sl_response_send_buffer(r, 200, "application/json",
+                            sl_call_success_headers(k), k->body);
+}
+
+static const sl_upcall_ops_t openai_ops = {on_data, on_done};
+
+static void
+cancel(sl_request_t *r)
+{
+    sl_call_t *k = r->op;
+    if (k->up != NULL) {
+        r->upstream_us = sl_now_us() - r->t_upstream;
+        sl_upcall_cancel(k->up);
+        k->up = NULL;
+    }
+}
+
+static void
+resume(sl_request_t *r)
+{
+    sl_call_t *k = r->op;
+    if (k->up != NULL)
+        sl_upcall_pause(k->up, 0);
+}
+
+void
+sl_openai_start(sl_call_t *k)
+{
+    sl_request_t *r = k->r;
+    const sl_provider_t *p = k->target->provider;
+    const sl_server_t *srv = r->w->srv;
+    size_t idx = (size_t)(p - r->cfg->providers);
+    const char *body = r->body;
+    size_t len = r->body_len;
+    if (rewrite_body(k)) {
+        char *printed = cJSON_PrintUnformatted(k->json);
+        if (printed == NULL ||
+            sl_arena_cleanup_add(r->arena, free_str, printed) != 0) {
+            free(printed);
+            sl_response_error(r, 503, "out of memory", "server_busy");
+            return;
+        }
+        body = printed;
+        len = strlen(printed);
+    }
+    k->body = evbuffer_new();
+    if (k->body == NULL ||
+        sl_arena_cleanup_add(r->arena, free_evbuffer, k->body) != 0) {
+        if (k->body)
+            evbuffer_free(k->body);
+        sl_response_error(r, 503, "out of memory", "server_busy");
+        return;
+    }
+    sl_upcall_params_t params = {
+        .url = k->kind == SL_CALL_CHAT ? p->chat_url : p->embeddings_url,
+        .headers = k->stream ? srv->provider_stream_headers[idx]
+                             : srv->provider_headers[idx],
+        .body = body,
+        .body_len = len,
+        .connect_timeout_ms = p->connect_timeout_ms,
+        .first_byte_timeout_ms = p->first_byte_timeout_ms,
+        .timeout_ms = p->timeout_ms,
+    };
+    r->t_upstream = sl_now_us();
+    k->up = sl_upcall_start(r->w->upstream, &params, &openai_ops, k);
+    if (k->up == NULL) {
+        sl_response_error(r, 503, "cannot start the upstream request",
+                          "server_busy");
+        return;
+    }
+    r->op = k;
+    r->cancel = cancel;
+    r->resume = resume;
+}

@@ -1,0 +1,90 @@
+/* One HTTP request from parse to log, and the calls that answer it. */
+#ifndef SL_REQUEST_H
+#define SL_REQUEST_H
+
+#include "arena.h"
+#include "config.h"
+#include "http_parse.h"
+
+#include <event2/buffer.h>
+#include <stdint.h>
+
+struct sl_conn;
+struct sl_worker;
+
+typedef struct sl_request sl_request_t;
+
+struct sl_request {
+    struct sl_conn *conn;
+    struct sl_worker *w;
+    const sl_config_t *cfg;
+    sl_arena_t *arena;
+    sl_http_request_t http;
+    char *body;
+    size_t body_len;
+    const sl_route_t *route;
+
+    uint64_t t_start;       /* head complete, monotonic us */
+    uint64_t t_upstream;    /* upstream call started */
+    uint64_t upstream_us;   /* time spent waiting on the upstream */
+    uint64_t t_first_byte;  /* first response byte to the client */
+
+    int status;     /* what the client got */
+    int responded;  /* a head has been written */
+    int streaming;  /* the head was a chunked SSE head */
+    int stream_ok;  /* the stream ended cleanly */
+    int client_gone;
+    const char *model;        /* as the client sent it */
+    const char *provider;     /* the provider that served */
+    const char *target_model; /* the provider's model name */
+    long prompt_tokens, completion_tokens, total_tokens; /* -1 unknown */
+    size_t bytes_in, bytes_out;
+    const char *error_code;
+
+    /* The work in flight (an upstream call, a mock timer): cancel stops it
+     * without callbacks when the client goes away; resume is called when a
+     * paused stream's client has read enough. */
+    void *op;
+    void (*cancel)(sl_request_t *r);
+    void (*resume)(sl_request_t *r);
+    int paused;
+};
+
+/* The GET /v1/models body for a config; malloc'd, built once at start. */
+char *sl_models_json_build(const sl_config_t *cfg);
+
+/* Routes a request whose head and body are complete. */
+void sl_request_handle(sl_request_t *r);
+
+/* Responses (implemented by the connection). Each ends the request except
+ * stream_start/stream_event; extra_headers are whole "Name: value\r\n"
+ * lines or NULL. */
+void sl_response_send(sl_request_t *r, int status, const char *content_type,
+                      const char *extra_headers, const char *body,
+                      size_t len);
+/* Moves the body out of `body` (no copy). */
+void sl_response_send_buffer(sl_request_t *r, int status,
+                             const char *content_type,
+                             const char *extra_headers,
+                             struct evbuffer *body);
+/* An OpenAI-shaped error; the type comes from the status. */
+void sl_response_error(sl_request_t *r, int status, const char *message,
+                       const char *code);
+void sl_response_error_with(sl_request_t *r, int status, const char *message,
+                            const char *code, const char *extra_headers);
+void sl_response_stream_start(sl_request_t *r, int status,
+                              const char *extra_headers);
+/* One SSE event: "event: E\n" when event is not NULL, then "data: D\n\n".
+ * Returns non-zero when the client's buffer is over the high-water mark:
+ * the caller should pause its source until r->resume is called. */
+int sl_response_stream_event(sl_request_t *r, const char *event,
+                             size_t event_len, const char *data, size_t len);
+/* Ends the stream. When !clean, the caller has written an error event and
+ * the connection is closed after the last byte. */
+void sl_response_stream_end(sl_request_t *r, int clean);
+
+/* Milliseconds the gateway itself has spent on r so far (total minus
+ * upstream), for x-sluice-overhead-ms. */
+double sl_request_overhead_ms(const sl_request_t *r);
+
+#endif
