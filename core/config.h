@@ -96,6 +96,9 @@ typedef struct sl_config {
 typedef struct {
     char path[256];
     char message[256];
+    /* Added: 1 for a warning (message starts "warning: "), which does not
+     * fail the load -- e.g. an api_key_env variable that is not set. */
+    int warning;
 } sl_config_error_t;
 
 typedef struct {
@@ -104,7 +107,8 @@ typedef struct {
 } sl_config_errors_t;
 
 /* Parses and validates the whole document; every problem is appended to errs
- * (unknown keys too, each with its JSON path), not just the first. On
+ * (unknown keys too, each with its JSON path), not just the first; errs may
+ * also receive warnings (see sl_config_error_t.warning) on success. On
  * success returns 0 and *out; on failure SL_ECONFIG and *out = NULL. A file
  * that cannot be read or is not JSON is one error with path "$". When the
  * `routes` key is absent, the default routes are used: /v1/chat/completions,

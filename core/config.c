@@ -1,0 +1,1009 @@
+/* Loads the JSON configuration and validates all of it, collecting every
+ * error with its JSON path so one `sluice check` run shows them all. Load
+ * is not the hot path: one malloc per object or string keeps freeing simple. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+
+#define POS_MAX 2147483647L /* upper bound for "positive integer" fields */
+
+typedef struct {
+    sl_config_errors_t *errs; /* may be NULL: errors are then only counted */
+    sl_config_errors_t local;
+    size_t nerr;
+    int oom;
+} ctx_t;
+
+static void
+add_item(ctx_t *c, const char *path, int warning, const char *fmt, va_list ap) {
+    sl_config_errors_t *e = c->errs ? c->errs : &c->local;
+    sl_config_error_t *it;
+
+    if (e->count == e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 8;
+        sl_config_error_t *items = realloc(e->items, cap * sizeof(*items));
+        if (items == NULL)
+            return; /* the count below still fails the load */
+        e->items = items;
+        e->cap = cap;
+    }
+    it = &e->items[e->count++];
+    memset(it, 0, sizeof(*it));
+    snprintf(it->path, sizeof(it->path), "%s", path);
+    vsnprintf(it->message, sizeof(it->message), fmt, ap);
+    it->warning = warning;
+}
+
+static void __attribute__((format(printf, 3, 4)))
+cfg_err(ctx_t *c, const char *path, const char *fmt, ...) {
+    va_list ap;
+
+    c->nerr++;
+    va_start(ap, fmt);
+    add_item(c, path, 0, fmt, ap);
+    va_end(ap);
+}
+
+static void __attribute__((format(printf, 3, 4)))
+cfg_warn(ctx_t *c, const char *path, const char *fmt, ...) {
+    va_list ap;
+
+    va_start(ap, fmt);
+    add_item(c, path, 1, fmt, ap);
+    va_end(ap);
+}
+
+static void
+cfg_oom(ctx_t *c) {
+    if (!c->oom)
+        cfg_err(c, "$", "out of memory");
+    c->oom = 1;
+}
+
+static char *
+cfg_strndup(ctx_t *c, const char *s, size_t n) {
+    char *d = malloc(n + 1);
+
+    if (d == NULL) {
+        cfg_oom(c);
+        return NULL;
+    }
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+static char *
+cfg_strdup(ctx_t *c, const char *s) {
+    return cfg_strndup(c, s, strlen(s));
+}
+
+static char *
+cfg_concat(ctx_t *c, const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *d = malloc(la + lb + 1);
+
+    if (d == NULL) {
+        cfg_oom(c);
+        return NULL;
+    }
+    memcpy(d, a, la);
+    memcpy(d + la, b, lb + 1);
+    return d;
+}
+
+static void *
+cfg_calloc(ctx_t *c, size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size);
+
+    if (p == NULL)
+        cfg_oom(c);
+    return p;
+}
+
+/* ---- JSON paths ---- */
+
+/* base + ".key", or base + "[\"key\"]" when the key is not a plain name. */
+static void
+path_key(char *out, size_t cap, const char *base, const char *key) {
+    int plain = key[0] != '\0';
+
+    for (const char *k = key; *k != '\0'; k++) {
+        char ch = *k;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
+            plain = 0;
+    }
+    if (plain)
+        snprintf(out, cap, "%s.%s", base, key);
+    else
+        snprintf(out, cap, "%s[\"%s\"]", base, key);
+}
+
+static void
+path_idx(char *out, size_t cap, const char *base, size_t i) {
+    snprintf(out, cap, "%s[%zu]", base, i);
+}
+
+/* ---- typed accessors ---- */
+
+static const cJSON *
+member(const cJSON *obj, const char *key) {
+    return cJSON_GetObjectItemCaseSensitive(obj, key);
+}
+
+/* An earlier member of the same object with this key: cJSON keeps both. */
+static int
+is_duplicate(const cJSON *obj, const cJSON *item) {
+    for (const cJSON *o = obj->child; o != NULL && o != item; o = o->next)
+        if (strcmp(o->string, item->string) == 0)
+            return 1;
+    return 0;
+}
+
+/* Reports duplicate keys, and keys not in `known` (NULL: any key is fine,
+ * as in a map of names). */
+static void
+check_keys(ctx_t *c, const cJSON *obj, const char *path,
+           const char *const *known) {
+    char p[256];
+
+    for (const cJSON *it = obj->child; it != NULL; it = it->next) {
+        int ok = known == NULL;
+        path_key(p, sizeof(p), path, it->string);
+        if (is_duplicate(obj, it)) {
+            cfg_err(c, p, "duplicate key");
+            continue;
+        }
+        for (size_t i = 0; !ok && known[i] != NULL; i++)
+            ok = strcmp(known[i], it->string) == 0;
+        if (!ok)
+            cfg_err(c, p, "unknown key");
+    }
+}
+
+static int
+want_object(ctx_t *c, const cJSON *v, const char *path) {
+    if (cJSON_IsObject(v))
+        return 1;
+    cfg_err(c, path, "must be an object");
+    return 0;
+}
+
+/* A string member: 1 and *out set, 0 when absent (an error if required),
+ * -1 on a wrong type or an empty string. */
+static int
+get_string(ctx_t *c, const cJSON *obj, const char *path, const char *key,
+           int required, const char **out) {
+    const cJSON *v = member(obj, key);
+    char p[256];
+
+    path_key(p, sizeof(p), path, key);
+    if (v == NULL) {
+        if (required)
+            cfg_err(c, p, "required");
+        return 0;
+    }
+    if (!cJSON_IsString(v)) {
+        cfg_err(c, p, "must be a string");
+        return -1;
+    }
+    if (v->valuestring[0] == '\0') {
+        cfg_err(c, p, "must not be empty");
+        return -1;
+    }
+    *out = v->valuestring;
+    return 1;
+}
+
+static int
+dup_string(ctx_t *c, const cJSON *obj, const char *path, const char *key,
+           int required, char **out) {
+    const char *s;
+    int rc = get_string(c, obj, path, key, required, &s);
+
+    if (rc == 1)
+        *out = cfg_strdup(c, s);
+    return rc;
+}
+
+/* An integral number in [min, max]; JSON has no integers, so 1.5, 1e400 and
+ * out-of-range values are refused here rather than truncated. */
+static int
+check_int(ctx_t *c, const cJSON *v, const char *path, long min, long max,
+          long *out) {
+    double d;
+
+    if (!cJSON_IsNumber(v)) {
+        cfg_err(c, path, "must be an integer");
+        return -1;
+    }
+    d = v->valuedouble;
+    if (!isfinite(d) || (d > -1e18 && d < 1e18 && (double)(long long)d != d)) {
+        cfg_err(c, path, "must be an integer");
+        return -1;
+    }
+    if (d < (double)min || d > (double)max) {
+        cfg_err(c, path, "must be between %ld and %ld", min, max);
+        return -1;
+    }
+    *out = (long)d;
+    return 1;
+}
+
+/* An integer member; *out keeps its default when absent. */
+static int
+get_int(ctx_t *c, const cJSON *obj, const char *path, const char *key, long min,
+        long max, long *out) {
+    const cJSON *v = member(obj, key);
+    char p[256];
+
+    if (v == NULL)
+        return 0;
+    path_key(p, sizeof(p), path, key);
+    return check_int(c, v, p, min, max, out);
+}
+
+/* ---- listen ---- */
+
+static int
+parse_port(const char *s, int *port) {
+    long n = 0;
+
+    if (*s == '\0' || strlen(s) > 5)
+        return -1;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        n = n * 10 + (*s - '0');
+    }
+    if (n > 65535)
+        return -1;
+    *port = (int)n;
+    return 0;
+}
+
+/* "IPv4:port" or "[IPv6]:port", numeric only: a name could resolve to
+ * several addresses and we would silently listen on one of them. */
+static void
+parse_listen_addr(ctx_t *c, const char *path, const char *addr,
+                  sl_listen_t *l) {
+    char host[64];
+    const char *port, *hend;
+    unsigned char bin[16];
+    size_t hlen;
+    int v6 = addr[0] == '[';
+
+    if (v6) {
+        hend = strchr(addr, ']');
+        port = hend && hend[1] == ':' ? hend + 2 : NULL;
+        addr++;
+    } else {
+        hend = strrchr(addr, ':');
+        port = hend ? hend + 1 : NULL;
+    }
+    hlen = hend ? (size_t)(hend - addr) : 0;
+    if (port == NULL || hlen == 0 || hlen >= sizeof(host)) {
+        cfg_err(c, path, "must be \"IPv4:port\" or \"[IPv6]:port\"");
+        return;
+    }
+    memcpy(host, addr, hlen);
+    host[hlen] = '\0';
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, host, bin) != 1) {
+        cfg_err(c, path,
+                v6 ? "\"%s\" is not an IPv6 address"
+                   : "\"%s\" is not an IPv4 address (IPv6 goes in brackets: "
+                     "\"[::1]:8080\")",
+                host);
+        return;
+    }
+    if (parse_port(port, &l->port) != 0) {
+        cfg_err(c, path, "port must be an integer between 0 and 65535");
+        return;
+    }
+    l->addr = cfg_strdup(c, v6 ? addr - 1 : addr);
+    l->host = cfg_strdup(c, host);
+}
+
+static void
+load_listen(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
+    static const char *const keys[] = {"addr", NULL};
+    char p[256], ap[256];
+    size_t i = 0;
+    const cJSON *el;
+
+    if (v == NULL) {
+        cfg_err(c, "$.listen", "required");
+        return;
+    }
+    if (!cJSON_IsArray(v)) {
+        cfg_err(c, "$.listen", "must be an array");
+        return;
+    }
+    if (cJSON_GetArraySize(v) == 0) {
+        cfg_err(c, "$.listen", "must not be empty");
+        return;
+    }
+    cfg->nlisten = (size_t)cJSON_GetArraySize(v);
+    cfg->listen = cfg_calloc(c, cfg->nlisten, sizeof(*cfg->listen));
+    if (cfg->listen == NULL) {
+        cfg->nlisten = 0;
+        return;
+    }
+    cJSON_ArrayForEach(el, v) {
+        const char *addr = NULL;
+        sl_listen_t *l = &cfg->listen[i];
+
+        path_idx(p, sizeof(p), "$.listen", i++);
+        if (cJSON_IsString(el)) {
+            addr = el->valuestring;
+            snprintf(ap, sizeof(ap), "%s", p);
+        } else if (cJSON_IsObject(el)) {
+            check_keys(c, el, p, keys);
+            path_key(ap, sizeof(ap), p, "addr");
+            if (get_string(c, el, p, "addr", 1, &addr) != 1)
+                continue;
+        } else {
+            cfg_err(c, p, "must be an object or a \"host:port\" string");
+            continue;
+        }
+        parse_listen_addr(c, ap, addr, l);
+        for (sl_listen_t *o = cfg->listen; l->host != NULL && o < l; o++)
+            if (o->host != NULL && o->port == l->port && l->port != 0 &&
+                strcmp(o->host, l->host) == 0)
+                cfg_err(c, ap, "duplicate listen address \"%s\"", addr);
+    }
+}
+
+/* ---- providers ---- */
+
+static void
+load_base_url(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
+    const char *s, *host;
+    size_t n;
+    char p[256];
+
+    if (get_string(c, obj, path, "base_url", pr->type == SL_PROVIDER_OPENAI,
+                   &s) != 1)
+        return;
+    path_key(p, sizeof(p), path, "base_url");
+    if (pr->type == SL_PROVIDER_MOCK) {
+        cfg_err(c, p, "only for type \"openai\"");
+        return;
+    }
+    if (strncmp(s, "http://", 7) == 0)
+        host = s + 7;
+    else if (strncmp(s, "https://", 8) == 0)
+        host = s + 8;
+    else {
+        cfg_err(c, p, "must start with http:// or https://");
+        return;
+    }
+    if (*host == '\0' || *host == '/') {
+        cfg_err(c, p, "must name a host");
+        return;
+    }
+    for (const char *k = s; *k != '\0'; k++) {
+        if ((unsigned char)*k <= ' ' || *k == 0x7f) {
+            cfg_err(c, p, "must not contain spaces or control characters");
+            return;
+        }
+    }
+    n = strlen(s);
+    while (n > (size_t)(host - s) && s[n - 1] == '/')
+        n--;
+    pr->base_url = cfg_strndup(c, s, n);
+    if (pr->base_url == NULL)
+        return;
+    pr->chat_url = cfg_concat(c, pr->base_url, "/chat/completions");
+    pr->embeddings_url = cfg_concat(c, pr->base_url, "/embeddings");
+}
+
+static void
+load_api_key(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
+    const char *key;
+    char p[256];
+
+    if (dup_string(c, obj, path, "api_key_env", 0, &pr->api_key_env) != 1 ||
+        pr->api_key_env == NULL)
+        return;
+    path_key(p, sizeof(p), path, "api_key_env");
+    key = getenv(pr->api_key_env);
+    if (key == NULL || key[0] == '\0') {
+        cfg_warn(c, p,
+                 "warning: environment variable %s is not set; requests to "
+                 "this provider carry no API key",
+                 pr->api_key_env);
+        return;
+    }
+    /* The key ends up in a header line: never let it split one. */
+    if (strpbrk(key, "\r\n") != NULL) {
+        cfg_err(c, p, "environment variable %s holds a line break",
+                pr->api_key_env);
+        return;
+    }
+    pr->api_key = cfg_strdup(c, key);
+    pr->auth_header = cfg_concat(c, "Authorization: Bearer ", key);
+}
+
+static void
+load_provider(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
+    static const char *const keys[] = {"type",
+                                       "base_url",
+                                       "api_key_env",
+                                       "connect_timeout_ms",
+                                       "first_byte_timeout_ms",
+                                       "timeout_ms",
+                                       "mock_delay_ms",
+                                       NULL};
+    const char *type;
+    char p[256];
+
+    pr->connect_timeout_ms = 5000;
+    pr->first_byte_timeout_ms = 60000;
+    pr->timeout_ms = 600000;
+    pr->mock_delay_ms = 0;
+    if (!want_object(c, obj, path))
+        return;
+    check_keys(c, obj, path, keys);
+    if (get_string(c, obj, path, "type", 1, &type) == 1) {
+        if (strcmp(type, "openai") == 0)
+            pr->type = SL_PROVIDER_OPENAI;
+        else if (strcmp(type, "mock") == 0)
+            pr->type = SL_PROVIDER_MOCK;
+        else {
+            path_key(p, sizeof(p), path, "type");
+            cfg_err(c, p, "must be \"openai\" or \"mock\"");
+        }
+    }
+    load_base_url(c, pr, obj, path);
+    load_api_key(c, pr, obj, path);
+    get_int(c, obj, path, "connect_timeout_ms", 1, POS_MAX,
+            &pr->connect_timeout_ms);
+    get_int(c, obj, path, "first_byte_timeout_ms", 1, POS_MAX,
+            &pr->first_byte_timeout_ms);
+    get_int(c, obj, path, "timeout_ms", 1, POS_MAX, &pr->timeout_ms);
+    if (member(obj, "mock_delay_ms") != NULL &&
+        pr->type == SL_PROVIDER_OPENAI) {
+        path_key(p, sizeof(p), path, "mock_delay_ms");
+        cfg_err(c, p, "only for type \"mock\"");
+    } else {
+        get_int(c, obj, path, "mock_delay_ms", 0, POS_MAX, &pr->mock_delay_ms);
+    }
+}
+
+static void
+load_providers(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
+    const cJSON *it;
+    char p[256];
+
+    if (v == NULL)
+        return;
+    if (!want_object(c, v, "$.providers"))
+        return;
+    check_keys(c, v, "$.providers", NULL);
+    cfg->providers =
+        cfg_calloc(c, (size_t)cJSON_GetArraySize(v), sizeof(*cfg->providers));
+    if (cfg->providers == NULL)
+        return;
+    cJSON_ArrayForEach(it, v) {
+        sl_provider_t *pr;
+
+        if (is_duplicate(v, it))
+            continue;
+        path_key(p, sizeof(p), "$.providers", it->string);
+        if (it->string[0] == '\0' || strchr(it->string, '/') != NULL) {
+            cfg_err(c, p, "provider name must be non-empty and without '/'");
+            continue;
+        }
+        /* Kept even when its body is wrong, so that models naming it do
+         * not add a misleading "unknown provider". */
+        pr = &cfg->providers[cfg->nproviders++];
+        pr->name = cfg_strdup(c, it->string);
+        load_provider(c, pr, it, p);
+    }
+}
+
+/* ---- models ---- */
+
+static void
+load_targets(ctx_t *c, sl_config_t *cfg, const cJSON *obj, const char *path,
+             const char *key, int required, sl_target_t **out, size_t *nout,
+             unsigned *total) {
+    static const char *const keys[] = {"provider", "model", "weight", NULL};
+    const cJSON *arr = member(obj, key), *el;
+    unsigned long long sum = 0;
+    char ap[256], p[256];
+    size_t i = 0;
+
+    path_key(ap, sizeof(ap), path, key);
+    if (arr == NULL) {
+        if (required)
+            cfg_err(c, ap, "required");
+        return;
+    }
+    if (!cJSON_IsArray(arr)) {
+        cfg_err(c, ap, "must be an array");
+        return;
+    }
+    if (cJSON_GetArraySize(arr) == 0) {
+        if (required)
+            cfg_err(c, ap, "must not be empty");
+        return;
+    }
+    *out = cfg_calloc(c, (size_t)cJSON_GetArraySize(arr), sizeof(**out));
+    if (*out == NULL)
+        return;
+    *nout = (size_t)cJSON_GetArraySize(arr);
+    cJSON_ArrayForEach(el, arr) {
+        sl_target_t *t = &(*out)[i];
+        const char *prov;
+        long weight = 1;
+
+        path_idx(p, sizeof(p), ap, i++);
+        t->weight = 1;
+        if (!want_object(c, el, p))
+            continue;
+        check_keys(c, el, p, keys);
+        if (get_string(c, el, p, "provider", 1, &prov) == 1) {
+            t->provider =
+                (sl_provider_t *)sl_config_provider(cfg, prov, strlen(prov));
+            if (t->provider == NULL) {
+                char pp[256];
+                path_key(pp, sizeof(pp), p, "provider");
+                cfg_err(c, pp, "unknown provider \"%s\"", prov);
+            }
+        }
+        dup_string(c, el, p, "model", 1, &t->model);
+        if (get_int(c, el, p, "weight", 1, 1000000, &weight) == 1)
+            t->weight = (unsigned)weight;
+        sum += t->weight;
+    }
+    if (total != NULL) {
+        if (sum > 0xffffffffULL)
+            cfg_err(c, ap, "weights must add up to at most 4294967295");
+        else
+            *total = (unsigned)sum;
+    }
+}
+
+static void
+load_models(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
+    static const char *const keys[] = {"targets", "fallback", NULL};
+    const cJSON *it;
+    char p[256];
+
+    if (v == NULL)
+        return;
+    if (!want_object(c, v, "$.models"))
+        return;
+    check_keys(c, v, "$.models", NULL);
+    cfg->models =
+        cfg_calloc(c, (size_t)cJSON_GetArraySize(v), sizeof(*cfg->models));
+    if (cfg->models == NULL)
+        return;
+    cJSON_ArrayForEach(it, v) {
+        sl_model_t *m;
+
+        if (is_duplicate(v, it))
+            continue;
+        path_key(p, sizeof(p), "$.models", it->string);
+        if (it->string[0] == '\0') {
+            cfg_err(c, p, "model name must not be empty");
+            continue;
+        }
+        m = &cfg->models[cfg->nmodels++];
+        m->name = cfg_strdup(c, it->string);
+        if (!want_object(c, it, p))
+            continue;
+        check_keys(c, it, p, keys);
+        load_targets(c, cfg, it, p, "targets", 1, &m->targets, &m->ntargets,
+                     &m->total_weight);
+        load_targets(c, cfg, it, p, "fallback", 0, &m->fallback, &m->nfallback,
+                     NULL);
+    }
+}
+
+/* ---- routes ---- */
+
+static const struct {
+    const char *path;
+    const char *name;
+    sl_route_kind_t kind;
+} std_routes[] = {
+    {"/v1/chat/completions", "chat", SL_ROUTE_CHAT},
+    {"/v1/embeddings", "embeddings", SL_ROUTE_EMBEDDINGS},
+    {"/v1/models", "models", SL_ROUTE_MODELS},
+    {"/healthz", "health", SL_ROUTE_HEALTH},
+};
+#define NSTD (sizeof(std_routes) / sizeof(std_routes[0]))
+
+static void
+default_routes(ctx_t *c, sl_config_t *cfg) {
+    cfg->routes = cfg_calloc(c, NSTD, sizeof(*cfg->routes));
+    if (cfg->routes == NULL)
+        return;
+    cfg->nroutes = NSTD;
+    for (size_t i = 0; i < NSTD; i++) {
+        cfg->routes[i].path = cfg_strdup(c, std_routes[i].path);
+        cfg->routes[i].kind = std_routes[i].kind;
+    }
+}
+
+static void
+load_route_plugins(ctx_t *c, sl_route_t *r, const cJSON *obj,
+                   const char *path) {
+    const cJSON *arr = member(obj, "plugins"), *el;
+    char ap[256], p[256];
+    size_t i = 0;
+
+    if (arr == NULL)
+        return;
+    path_key(ap, sizeof(ap), path, "plugins");
+    if (!cJSON_IsArray(arr)) {
+        cfg_err(c, ap, "must be an array of plugin names");
+        return;
+    }
+    r->plugins =
+        cfg_calloc(c, (size_t)cJSON_GetArraySize(arr), sizeof(*r->plugins));
+    if (r->plugins == NULL)
+        return;
+    r->nplugins = (size_t)cJSON_GetArraySize(arr);
+    cJSON_ArrayForEach(el, arr) {
+        path_idx(p, sizeof(p), ap, i);
+        if (!cJSON_IsString(el))
+            cfg_err(c, p, "must be a string");
+        else if (el->valuestring[0] == '\0')
+            cfg_err(c, p, "must not be empty");
+        else
+            r->plugins[i] = cfg_strdup(c, el->valuestring);
+        i++;
+    }
+}
+
+static void
+load_route(ctx_t *c, sl_config_t *cfg, sl_route_t *r, const cJSON *obj,
+           const char *path) {
+    static const char *const keys[] = {"path", "kind", "plugins", "lua", NULL};
+    const char *rpath = NULL, *kind = NULL;
+    char p[256];
+    int have_kind;
+
+    if (!want_object(c, obj, path))
+        return;
+    check_keys(c, obj, path, keys);
+    path_key(p, sizeof(p), path, "path");
+    if (get_string(c, obj, path, "path", 1, &rpath) == 1) {
+        if (rpath[0] != '/') {
+            cfg_err(c, p, "must start with '/'");
+            rpath = NULL;
+        } else if (strpbrk(rpath, " ?#\t\r\n") != NULL) {
+            cfg_err(c, p, "must not contain spaces, '?' or '#'");
+            rpath = NULL;
+        }
+    }
+    if (rpath != NULL) {
+        for (const sl_route_t *o = cfg->routes; o < r; o++) {
+            if (o->path != NULL && strcmp(o->path, rpath) == 0) {
+                cfg_err(c, p, "duplicate route \"%s\"", rpath);
+                break;
+            }
+        }
+        r->path = cfg_strdup(c, rpath);
+    }
+    path_key(p, sizeof(p), path, "kind");
+    have_kind = get_string(c, obj, path, "kind", 0, &kind);
+    if (have_kind == 1) {
+        for (size_t i = 0; i < NSTD; i++)
+            if (strcmp(kind, std_routes[i].name) == 0)
+                r->kind = std_routes[i].kind;
+        if (r->kind == 0)
+            cfg_err(c, p,
+                    "must be \"chat\", \"embeddings\", \"models\" or "
+                    "\"health\"");
+    } else if (have_kind == 0 && rpath != NULL) {
+        for (size_t i = 0; i < NSTD; i++)
+            if (strcmp(rpath, std_routes[i].path) == 0)
+                r->kind = std_routes[i].kind;
+        if (r->kind == 0)
+            cfg_err(c, p, "required (\"%s\" is not a standard path)", rpath);
+    }
+    load_route_plugins(c, r, obj, path);
+    dup_string(c, obj, path, "lua", 0, &r->lua);
+}
+
+static void
+load_routes(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
+    const cJSON *el;
+    char p[256];
+
+    if (v == NULL) {
+        default_routes(c, cfg);
+        return;
+    }
+    if (!cJSON_IsArray(v)) {
+        cfg_err(c, "$.routes", "must be an array");
+        return;
+    }
+    cfg->routes =
+        cfg_calloc(c, (size_t)cJSON_GetArraySize(v), sizeof(*cfg->routes));
+    if (cfg->routes == NULL)
+        return;
+    cJSON_ArrayForEach(el, v) {
+        path_idx(p, sizeof(p), "$.routes", cfg->nroutes);
+        load_route(c, cfg, &cfg->routes[cfg->nroutes++], el, p);
+    }
+}
+
+/* ---- limits and the rest ---- */
+
+static void
+load_limits(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
+    static const char *const keys[] = {
+        "max_header_bytes", "max_body_bytes",     "header_timeout_ms",
+        "body_timeout_ms",  "idle_timeout_ms",    "max_connections",
+        "drain_timeout_ms", "max_response_bytes", NULL};
+    sl_limits_t *l = &cfg->limits;
+    long hdr = 16384, body = 4194304, resp = 67108864;
+    const char *p = "$.limits";
+
+    l->header_timeout_ms = 10000;
+    l->body_timeout_ms = 30000;
+    l->idle_timeout_ms = 60000;
+    l->max_connections = 10000;
+    l->drain_timeout_ms = 30000;
+    if (v != NULL && want_object(c, v, p)) {
+        check_keys(c, v, p, keys);
+        get_int(c, v, p, "max_header_bytes", 1024, 1048576, &hdr);
+        get_int(c, v, p, "max_body_bytes", 1, 1073741824, &body);
+        get_int(c, v, p, "header_timeout_ms", 1, POS_MAX,
+                &l->header_timeout_ms);
+        get_int(c, v, p, "body_timeout_ms", 1, POS_MAX, &l->body_timeout_ms);
+        get_int(c, v, p, "idle_timeout_ms", 1, POS_MAX, &l->idle_timeout_ms);
+        get_int(c, v, p, "max_connections", 1, POS_MAX, &l->max_connections);
+        get_int(c, v, p, "drain_timeout_ms", 1, POS_MAX, &l->drain_timeout_ms);
+        get_int(c, v, p, "max_response_bytes", 1, POS_MAX, &resp);
+    }
+    l->max_header_bytes = (size_t)hdr;
+    l->max_body_bytes = (size_t)body;
+    l->max_response_bytes = (size_t)resp;
+}
+
+static void
+load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
+    static const char *const keys[] = {
+        "listen",  "workers",   "data_dir",   "admin",
+        "plugins", "providers", "models",     "allow_direct_models",
+        "routes",  "limits",    "access_log", NULL};
+    const cJSON *v;
+    long workers = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (!cJSON_IsObject(root)) {
+        cfg_err(c, "$", "must be an object");
+        return;
+    }
+    check_keys(c, root, "$", keys);
+    load_listen(c, cfg, member(root, "listen"));
+
+    workers = workers < 1 ? 1 : workers > 256 ? 256 : workers;
+    get_int(c, root, "$", "workers", 1, 256, &workers);
+    cfg->workers = (int)workers;
+
+    if (dup_string(c, root, "$", "data_dir", 0, &cfg->data_dir) == 0)
+        cfg->data_dir = cfg_strdup(c, "./data");
+
+    /* Filled by later issues; only their shape is checked for now. */
+    if ((v = member(root, "admin")) != NULL)
+        want_object(c, v, "$.admin");
+    if ((v = member(root, "plugins")) != NULL)
+        want_object(c, v, "$.plugins");
+
+    load_providers(c, cfg, member(root, "providers"));
+    load_models(c, cfg, member(root, "models"));
+
+    cfg->allow_direct_models = 1;
+    if ((v = member(root, "allow_direct_models")) != NULL) {
+        if (cJSON_IsBool(v))
+            cfg->allow_direct_models = cJSON_IsTrue(v);
+        else
+            cfg_err(c, "$.allow_direct_models", "must be true or false");
+    }
+
+    load_routes(c, cfg, member(root, "routes"));
+    load_limits(c, cfg, member(root, "limits"));
+
+    if (dup_string(c, root, "$", "access_log", 0, &cfg->access_log) == 0)
+        cfg->access_log = cfg_strdup(c, "stderr");
+}
+
+/* ---- entry points ---- */
+
+static int
+finish(ctx_t *c, sl_config_t *cfg, sl_config_t **out) {
+    free(c->local.items);
+    if (c->nerr > 0) {
+        sl_config_free(cfg);
+        return SL_ECONFIG;
+    }
+    *out = cfg;
+    return 0;
+}
+
+static int
+load_string(ctx_t *c, const char *path, const char *json, size_t len,
+            sl_config_t **out) {
+    const char *end = NULL;
+    cJSON *root;
+    sl_config_t *cfg;
+
+    root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (root != NULL && end != NULL) {
+        /* cJSON stops after the first value; anything but space after it
+         * is as much an error as a missing brace. */
+        while (end < json + len &&
+               (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+            end++;
+        if (end < json + len) {
+            cJSON_Delete(root);
+            root = NULL;
+        }
+    }
+    if (root == NULL) {
+        size_t off =
+            end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
+        size_t line = 1, col = 1;
+        for (size_t i = 0; i < off; i++, col++)
+            if (json[i] == '\n')
+                line++, col = 0;
+        cfg_err(c, "$",
+                "not valid JSON: error at line %zu, column %zu "
+                "(byte %zu)",
+                line, col, off);
+        return finish(c, NULL, out);
+    }
+    cfg = cfg_calloc(c, 1, sizeof(*cfg));
+    if (cfg != NULL) {
+        if (path != NULL)
+            cfg->path = cfg_strdup(c, path);
+        load_root(c, cfg, root);
+    }
+    cJSON_Delete(root);
+    return finish(c, cfg, out);
+}
+
+int
+sl_config_load_string(const char *json, size_t len, sl_config_t **out,
+                      sl_config_errors_t *errs) {
+    ctx_t c = {.errs = errs};
+
+    *out = NULL;
+    return load_string(&c, NULL, json, len, out);
+}
+
+int
+sl_config_load_file(const char *path, sl_config_t **out,
+                    sl_config_errors_t *errs) {
+    ctx_t c = {.errs = errs};
+    FILE *f;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+
+    *out = NULL;
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        cfg_err(&c, "$", "cannot read %s: %s", path, strerror(errno));
+        return finish(&c, NULL, out);
+    }
+    for (;;) {
+        if (len == cap) {
+            char *nbuf;
+            cap = cap ? cap * 2 : 8192;
+            nbuf = realloc(buf, cap);
+            if (nbuf == NULL) {
+                cfg_err(&c, "$", "cannot read %s: out of memory", path);
+                break;
+            }
+            buf = nbuf;
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) {
+            if (ferror(f))
+                cfg_err(&c, "$", "cannot read %s: %s", path, strerror(errno));
+            break;
+        }
+    }
+    fclose(f);
+    if (c.nerr > 0) {
+        free(buf);
+        return finish(&c, NULL, out);
+    }
+    rc = load_string(&c, path, buf ? buf : "", len, out);
+    free(buf);
+    return rc;
+}
+
+static void
+free_targets(sl_target_t *t, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        free(t[i].model);
+    free(t);
+}
+
+void
+sl_config_free(sl_config_t *cfg) {
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        free(cfg->listen[i].addr);
+        free(cfg->listen[i].host);
+    }
+    free(cfg->listen);
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        sl_provider_t *p = &cfg->providers[i];
+        free(p->name);
+        free(p->base_url);
+        free(p->api_key_env);
+        free(p->api_key);
+        free(p->chat_url);
+        free(p->embeddings_url);
+        free(p->auth_header);
+    }
+    free(cfg->providers);
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        free(cfg->models[i].name);
+        free_targets(cfg->models[i].targets, cfg->models[i].ntargets);
+        free_targets(cfg->models[i].fallback, cfg->models[i].nfallback);
+    }
+    free(cfg->models);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        sl_route_t *r = &cfg->routes[i];
+        free(r->path);
+        for (size_t k = 0; k < r->nplugins; k++)
+            free(r->plugins[k]);
+        free(r->plugins);
+        free(r->lua);
+    }
+    free(cfg->routes);
+    free(cfg->path);
+    free(cfg->data_dir);
+    free(cfg->access_log);
+    free(cfg);
+}
+
+void
+sl_config_errors_free(sl_config_errors_t *errs) {
+    free(errs->items);
+    memset(errs, 0, sizeof(*errs));
+}
+
+const sl_model_t *
+sl_config_model(const sl_config_t *cfg, const char *name, size_t len) {
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        const char *m = cfg->models[i].name;
+        if (m != NULL && strlen(m) == len && memcmp(m, name, len) == 0)
+            return &cfg->models[i];
+    }
+    return NULL;
+}
+
+const sl_provider_t *
+sl_config_provider(const sl_config_t *cfg, const char *name, size_t len) {
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        const char *p = cfg->providers[i].name;
+        if (p != NULL && strlen(p) == len && memcmp(p, name, len) == 0)
+            return &cfg->providers[i];
+    }
+    return NULL;
+}
