@@ -1,6 +1,7 @@
 /* Model endpoints. The body is decoded once (cJSON), validated, and the
  * target chosen; everything provider-specific lives in providers/. */
 #include "proxy.h"
+#include "error.h"
 #include "providers/provider.h"
 #include "router.h"
 #include "worker.h"

@@ -191,7 +191,7 @@ on_done(void *ud, int result, int status, const char *why)
     r->cancel = NULL;
     r->resume = NULL;
     if (r->streaming) {
-        if (result == 0 && k->done_seen && !sl_sse_pending(&k->sse)) {
+        if (k->done_seen) { /* what follows [DONE] cannot matter */
             k->up = NULL;
             sl_response_stream_end(r, 1);
         } else {
