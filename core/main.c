@@ -4,7 +4,7 @@
 #include "worker.h"
 
 #include <curl/curl.h>
-#include <event2/thread.h>
+#include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -87,8 +87,9 @@ main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 ||
-        evthread_use_pthreads() != 0) {
+    /* No evthread_use_pthreads(): each event_base is used by one thread
+     * only, so libevent needs no locks. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
         fprintf(stderr, "sluice: cannot initialise libcurl/libevent\n");
         sl_config_free(cfg);
         return 1;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define SL_UPCALL_POOL_MAX 1024
 
@@ -28,6 +29,8 @@ struct sl_upcall {
     char errbuf[CURL_ERROR_SIZE];
 };
 
+typedef struct sl_sock sl_sock_t;
+
 struct sl_upstream {
     struct event_base *base;
     CURLM *multi;
@@ -35,19 +38,75 @@ struct sl_upstream {
     sl_upcall_t *free_list;
     size_t nfree;
     size_t active;
+    sl_sock_t **socks; /* by fd */
+    size_t nsocks;
 };
 
-typedef struct {
+/* A socket curl asked us to watch. When curl is done with a keep-alive
+ * connection (POLL_REMOVE) its event stays registered, "parked", so that
+ * the next transfer on it costs no epoll_ctl; a parked socket that turns
+ * readable (the server closed it) is unregistered and left to curl's own
+ * liveness check. Sockets are found by fd, never through curl's pointer,
+ * because curl may close a socket before or after removing it. */
+struct sl_sock {
     struct event *ev;
     sl_upstream_t *u;
-} sl_sock_t;
+    curl_socket_t fd;
+    short kind;
+    int added;
+    int parked;
+};
 
 static void check_multi_info(sl_upstream_t *u);
+
+static sl_sock_t *
+sock_lookup(sl_upstream_t *u, curl_socket_t fd)
+{
+    return fd >= 0 && (size_t)fd < u->nsocks ? u->socks[fd] : NULL;
+}
+
+static sl_sock_t *
+sock_new(sl_upstream_t *u, curl_socket_t fd)
+{
+    if ((size_t)fd >= u->nsocks) {
+        size_t n = u->nsocks ? u->nsocks : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        sl_sock_t **grown = realloc(u->socks, n * sizeof(*grown));
+        if (grown == NULL)
+            return NULL;
+        memset(grown + u->nsocks, 0, (n - u->nsocks) * sizeof(*grown));
+        u->socks = grown;
+        u->nsocks = n;
+    }
+    sl_sock_t *sk = calloc(1, sizeof(*sk));
+    if (sk == NULL)
+        return NULL;
+    sk->u = u;
+    sk->fd = fd;
+    u->socks[fd] = sk;
+    return sk;
+}
+
+static void
+sock_free(sl_upstream_t *u, sl_sock_t *sk)
+{
+    if (sk->ev != NULL)
+        event_free(sk->ev);
+    u->socks[sk->fd] = NULL;
+    free(sk);
+}
 
 static void
 on_socket_ready(evutil_socket_t fd, short what, void *arg)
 {
-    sl_upstream_t *u = arg;
+    sl_sock_t *sk = arg;
+    sl_upstream_t *u = sk->u;
+    if (sk->parked) {
+        event_del(sk->ev);
+        sk->added = 0;
+        return;
+    }
     int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
                  ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
@@ -56,36 +115,55 @@ on_socket_ready(evutil_socket_t fd, short what, void *arg)
 }
 
 static int
+sock_watch(sl_sock_t *sk, short kind)
+{
+    if (sk->added && sk->kind == kind)
+        return 0;
+    if (sk->ev == NULL) {
+        sk->ev = event_new(sk->u->base, sk->fd, kind, on_socket_ready, sk);
+        if (sk->ev == NULL)
+            return -1;
+    } else {
+        if (sk->added)
+            event_del(sk->ev);
+        event_assign(sk->ev, sk->u->base, sk->fd, kind, on_socket_ready, sk);
+    }
+    sk->kind = kind;
+    sk->added = event_add(sk->ev, NULL) == 0;
+    return sk->added ? 0 : -1;
+}
+
+static int
 on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
     sl_upstream_t *u = userp;
-    sl_sock_t *sk = socketp;
+    sl_sock_t *sk = sock_lookup(u, s);
     if (what == CURL_POLL_REMOVE) {
         if (sk != NULL) {
-            event_free(sk->ev);
-            free(sk);
+            sk->parked = 1;
+            if (sk->added && !(sk->kind & EV_READ)) {
+                event_del(sk->ev);
+                sk->added = 0;
+            }
         }
         return 0;
     }
+    if (sk == NULL && (sk = sock_new(u, s)) == NULL)
+        return -1;
+    sk->parked = 0;
     short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
                          ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
-    if (sk == NULL) {
-        sk = malloc(sizeof(*sk));
-        if (sk == NULL)
-            return -1;
-        sk->u = u;
-        sk->ev = event_new(u->base, s, kind, on_socket_ready, u);
-        if (sk->ev == NULL) {
-            free(sk);
-            return -1;
-        }
-        curl_multi_assign(u->multi, s, sk);
-    } else {
-        event_del(sk->ev);
-        event_assign(sk->ev, u->base, s, kind, on_socket_ready, u);
-    }
-    event_add(sk->ev, NULL);
-    return 0;
+    return sock_watch(sk, kind);
+}
+
+static int
+on_close_socket(void *clientp, curl_socket_t fd)
+{
+    sl_upstream_t *u = clientp;
+    sl_sock_t *sk = sock_lookup(u, fd);
+    if (sk != NULL)
+        sock_free(u, sk);
+    return close(fd);
 }
 
 static void
@@ -156,6 +234,10 @@ sl_upstream_destroy(sl_upstream_t *u)
         upcall_free(c);
     }
     curl_multi_cleanup(u->multi);
+    for (size_t i = 0; i < u->nsocks; i++)
+        if (u->socks[i] != NULL)
+            sock_free(u, u->socks[i]);
+    free(u->socks);
     event_free(u->timer);
     free(u);
 }
@@ -409,6 +491,8 @@ upcall_get(sl_upstream_t *u)
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
     return c;
 }
 

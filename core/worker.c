@@ -248,7 +248,15 @@ worker_init(sl_server_t *srv, sl_worker_t *w, int id)
     if (w->rng == 0)
         w->rng = 1;
     w->max_conns = (lim->max_connections + srv->nworkers - 1) / srv->nworkers;
-    w->base = event_base_new();
+    /* The changelist folds curl's per-transfer socket del/add pairs into
+     * nothing instead of an epoll_ctl each. */
+    struct event_config *ec = event_config_new();
+    if (ec == NULL)
+        return SL_ENOMEM;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK |
+                                  EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
     if (w->base == NULL)
         return SL_ENOMEM;
     struct timeval tv;
@@ -260,8 +268,13 @@ worker_init(sl_server_t *srv, sl_worker_t *w, int id)
     COMMON(tv_body, lim->body_timeout_ms);
     COMMON(tv_idle, lim->idle_timeout_ms);
 #undef COMMON
-    w->drain_ev = event_new(w->base, -1, 0, on_drain, w);
+    /* A pipe, not event_active() from the main thread: that would need
+     * libevent's locks on every event operation of every worker. */
+    if (pipe2(w->drain_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        return SL_EIO;
+    w->drain_ev = event_new(w->base, w->drain_pipe[0], EV_READ, on_drain, w);
     w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
+    event_add(w->drain_ev, NULL);
     w->upstream = sl_upstream_create(w->base);
     w->log = sl_accesslog_create(w->base, srv->accesslog_fd);
     if (w->drain_ev == NULL || w->drain_timer == NULL || w->upstream == NULL ||
@@ -283,6 +296,10 @@ worker_free(sl_worker_t *w)
         event_free(w->drain_ev);
     if (w->drain_timer != NULL)
         event_free(w->drain_timer);
+    if (w->drain_pipe[0] > 0) {
+        close(w->drain_pipe[0]);
+        close(w->drain_pipe[1]);
+    }
     if (w->base != NULL)
         event_base_free(w->base);
 }
@@ -352,8 +369,10 @@ sl_server_run(const sl_config_t *cfg)
         fprintf(stderr, "sluice: signal %d: draining\n", (int)stop_signal);
         rc = 0;
     }
-    for (int i = 0; i < started; i++)
-        event_active(srv.workers[i].drain_ev, EV_TIMEOUT, 0);
+    for (int i = 0; i < started; i++) {
+        ssize_t n = write(srv.workers[i].drain_pipe[1], "x", 1);
+        (void)n;
+    }
     for (int i = 0; i < started; i++)
         pthread_join(srv.workers[i].thread, NULL);
     fprintf(stderr, "sluice: stopped\n");

@@ -27,7 +27,8 @@ typedef struct sl_worker {
     struct event_base *base;
     struct evconnlistener *listeners[SL_MAX_LISTEN];
     size_t nlisteners;
-    struct event *drain_ev;    /* activated by the main thread on SIGTERM */
+    struct event *drain_ev;    /* the main thread writes drain_pipe on SIGTERM */
+    int drain_pipe[2];
     struct event *drain_timer; /* gives up on stragglers */
     struct sl_upstream *upstream;
     struct sl_accesslog *log;

@@ -150,6 +150,8 @@ reference(struct trace *t, const uint8_t *in, size_t size) {
     free(data.b);
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct trace whole, other;
