@@ -45,6 +45,8 @@ class Conn:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False
+        self.sent = 0  # bytes written, for checking the access log
+        self.received = 0
 
     def close(self):
         try:
@@ -62,6 +64,7 @@ class Conn:
         if isinstance(data, str):
             data = data.encode()
         self.sock.sendall(data)
+        self.sent += len(data)
 
     def request(self, method, path, body=None, headers=None, version="1.1"):
         self.send(build_request(method, path, body, headers, version))
@@ -80,6 +83,7 @@ class Conn:
             raise EOFError("connection closed by peer; have %r" %
                            self.buf[:200])
         self.buf += data
+        self.received += len(data)
         return now
 
     def _until(self, sep):
@@ -162,6 +166,7 @@ class Conn:
             return False
         if data:
             self.buf += data
+            self.received += len(data)
             return False
         return True
 

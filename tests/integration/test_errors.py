@@ -200,13 +200,22 @@ def test_embeddings_upstream_garbage_is_502_upstream_bad_response(gw):
     assert_error(r, 502, "upstream_bad_response")
 
 
-# GATEWAY BUG for 503 (fails until fixed or the spec changes): the spec maps
-# every upstream 5xx to 502 upstream_error, but core/providers/openai.c
-# client_status_for() passes upstream 503 and 504 through unchanged.
+# GATEWAY BUG for 502 and 503 (fails until fixed or the spec changes): the
+# spec maps every upstream 5xx to 502 upstream_error, but
+# core/providers/openai.c client_status_for() passes 503 and 504 through
+# unchanged, and answer_upstream_error() forwards the upstream's own body
+# whenever the status is unchanged, so an upstream 502 reaches the client
+# with the provider's code ("server_error"), not "upstream_error".
 @pytest.mark.parametrize("status", [500, 502, 503, 401, 403])
 def test_upstream_5xx_and_auth_errors_are_502(gw, status):
     r = chat(gw.port, "hi [mock:status=%d]" % status)
     assert_error(r, 502, "upstream_error")
+
+
+def test_stream_upstream_garbage_is_502_upstream_bad_response(gw):
+    r = chat(gw.port, "hi [mock:garbage]", stream=True)
+    assert r.status == 502, r
+    assert r.error_code() in ("upstream_bad_response", "upstream_error"), r
 
 
 def test_stream_request_with_upstream_500_is_plain_502(gw):

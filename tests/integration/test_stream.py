@@ -1,6 +1,7 @@
 """Streaming: events forwarded as they arrive, usage handling, cuts and
 client disconnects."""
 import json
+import threading
 import time
 
 from helpers import (Conn, chat, chat_body, sse_data, stream_text, wait_for)
@@ -191,3 +192,40 @@ def test_client_disconnect_while_waiting_cancels_upstream_at_once(gw, mock):
                      timeout=3.0)
     assert lines, gw.access_log()
     assert lines[0]["status"] == 499
+
+
+def test_concurrent_streams_do_not_cross(gw):
+    results = {}
+
+    def one(i):
+        text = " ".join("s%dw%d" % (i, k) for k in range(20))
+        c, _ = open_stream(gw.port, text + " [mock:gap_ms=5]")
+        with c:
+            results[i] = (text, [d for _, d in c.events()])
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=30)
+    assert len(results) == 16
+    for i, (text, events) in results.items():
+        assert events[-1] == "[DONE]", (i, events[-3:])
+        assert stream_text(events) == text, i
+
+
+def test_long_stream_is_forwarded_intact(gw):
+    r = chat(gw.port, "[mock:words=3000]", stream=True)
+    assert r.status == 200, r
+    events = sse_data(r.body)
+    assert events[-1] == "[DONE]"
+    assert stream_text(events) == " ".join("w%d" % i
+                                           for i in range(1, 3001))
+
+
+def test_large_non_stream_answer_is_forwarded_intact(gw):
+    r = chat(gw.port, "[mock:words=50000]")
+    assert r.status == 200, r
+    content = r.json()["choices"][0]["message"]["content"]
+    assert content == " ".join("w%d" % i for i in range(1, 50001))
+    assert r.json()["usage"]["completion_tokens"] == 50000
