@@ -1,15 +1,22 @@
-/* Client connections on bufferevents. The head is parsed by our strict
- * parser straight out of the input buffer, then copied once into the
- * request arena so the request can point into it. */
+/* Client connections. The socket is read and written directly, not
+ * through a bufferevent: a response is written at once with one writev and
+ * a write event is registered only when the kernel cannot take it all, and
+ * reads need no FIONREAD first; that is three syscalls per request fewer.
+ * The head is parsed by our strict parser straight out of the input
+ * buffer, then copied once into the request arena so the request can point
+ * into it. */
 #include "conn.h"
 #include "accesslog.h"
 #include "clock.h"
 #include "error.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY };
 
@@ -18,6 +25,7 @@ enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY };
 #define SL_OUT_LOW (1u << 18)
 
 static void conn_process(sl_conn_t *c);
+static void conn_flush(sl_conn_t *c);
 
 static const char *
 status_text(int status)
@@ -94,7 +102,11 @@ conn_free(sl_conn_t *c)
     if (c->next != NULL)
         c->next->prev = c->prev;
     event_free(c->timer);
-    bufferevent_free(c->bev);
+    event_free(c->rev);
+    event_free(c->wev);
+    evbuffer_free(c->in);
+    evbuffer_free(c->out);
+    evutil_closesocket(c->fd);
     sl_arena_destroy(c->arena);
     free(c);
     sl_worker_conn_closed(w);
@@ -107,11 +119,10 @@ conn_close_after_write(sl_conn_t *c)
     c->state = SL_CONN_CLOSING;
     c->keep_alive = 0;
     timer_set(c, TIMER_NONE);
-    bufferevent_disable(c->bev, EV_READ);
+    event_del(c->rev);
     /* Bound the flush: a client that never reads must not pin us. */
     evtimer_add(c->timer, c->w->tv_body);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
-        !c->processing)
+    if (evbuffer_get_length(c->out) == 0 && !c->processing)
         conn_free(c);
 }
 
@@ -124,8 +135,7 @@ sl_conn_close(sl_conn_t *c)
 int
 sl_conn_is_idle(const sl_conn_t *c)
 {
-    return c->state == SL_CONN_HEAD &&
-           evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+    return c->state == SL_CONN_HEAD && evbuffer_get_length(c->in) == 0;
 }
 
 /* The request is answered: log it, and get ready for the next one. */
@@ -142,9 +152,7 @@ request_done(sl_conn_t *c)
         return;
     }
     c->state = SL_CONN_HEAD;
-    timer_set(c, evbuffer_get_length(bufferevent_get_input(c->bev)) > 0
-                     ? TIMER_HEADER
-                     : TIMER_IDLE);
+    timer_set(c, evbuffer_get_length(c->in) > 0 ? TIMER_HEADER : TIMER_IDLE);
     if (!c->processing)
         conn_process(c);
 }
@@ -209,11 +217,12 @@ sl_response_send(sl_request_t *r, int status, const char *content_type,
     response_begin(r, status);
     size_t hl = format_head(r, head, sizeof(head), status, content_type,
                             (long long)len, extra);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     evbuffer_add(out, head, hl);
     if (r->http.method != SL_METHOD_HEAD && len > 0)
         evbuffer_add(out, body, len);
     r->bytes_out = hl + len;
+    conn_flush(c);
     request_done(c);
 }
 
@@ -227,10 +236,11 @@ sl_response_send_buffer(sl_request_t *r, int status, const char *content_type,
     response_begin(r, status);
     size_t hl = format_head(r, head, sizeof(head), status, content_type,
                             (long long)len, extra);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     evbuffer_add(out, head, hl);
     evbuffer_add_buffer(out, body);
     r->bytes_out = hl + len;
+    conn_flush(c);
     request_done(c);
 }
 
@@ -275,8 +285,9 @@ sl_response_stream_start(sl_request_t *r, int status, const char *extra)
              extra != NULL ? extra : "");
     size_t hl = format_head(r, head, sizeof(head), status,
                             "text/event-stream; charset=utf-8", -1, hdrs);
-    evbuffer_add(bufferevent_get_output(c->bev), head, hl);
+    evbuffer_add(c->out, head, hl);
     r->bytes_out += hl;
+    /* Not flushed: the head goes out with the first event. */
 }
 
 int
@@ -284,7 +295,7 @@ sl_response_stream_event(sl_request_t *r, const char *event, size_t event_len,
                          const char *data, size_t len)
 {
     sl_conn_t *c = r->conn;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     size_t body = (event != NULL ? 7 + event_len + 1 : 0) + 6 + len + 2;
     char pre[64];
     size_t pl = 0;
@@ -307,6 +318,7 @@ sl_response_stream_event(sl_request_t *r, const char *event, size_t event_len,
     else
         evbuffer_add(out, "\n\n", 2);
     r->bytes_out += body;
+    conn_flush(c);
     return evbuffer_get_length(out) > SL_OUT_HIGH;
 }
 
@@ -315,7 +327,8 @@ sl_response_stream_end(sl_request_t *r, int clean)
 {
     sl_conn_t *c = r->conn;
     if (r->http.version_minor >= 1)
-        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        evbuffer_add(c->out, "0\r\n\r\n", 5);
+    conn_flush(c);
     r->stream_ok = clean;
     if (!clean)
         c->keep_alive = 0; /* a cut stream also ends its connection */
@@ -371,7 +384,7 @@ rebase(sl_http_request_t *h, const char *from, const char *to)
 static int
 read_head(sl_conn_t *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     size_t avail = evbuffer_get_length(in);
     if (avail == 0)
         return 0;
@@ -382,7 +395,7 @@ read_head(sl_conn_t *c)
                                                  : lim->max_header_bytes + 1;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
     if (c->req == NULL && request_new(c) == NULL) {
-        bufferevent_free(c->bev); /* out of memory: drop */
+        conn_close_after_write(c); /* out of memory: drop */
         return -1;
     }
     sl_request_t *r = c->req;
@@ -420,9 +433,10 @@ read_head(sl_conn_t *c)
     }
     if (r->http.expect_continue && r->http.version_minor >= 1 &&
         (r->http.chunked || r->http.content_length > 0) &&
-        evbuffer_get_length(in) == 0)
-        evbuffer_add(bufferevent_get_output(c->bev),
-                     "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        evbuffer_get_length(in) == 0) {
+        evbuffer_add(c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        conn_flush(c);
+    }
     c->state = SL_CONN_BODY;
     c->body_cap = 0;
     sl_chunked_init(&c->chunked);
@@ -436,7 +450,7 @@ static int
 read_body(sl_conn_t *c)
 {
     sl_request_t *r = c->req;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     const sl_limits_t *lim = &c->w->srv->cfg->limits;
     if (!r->http.chunked) {
         size_t need = r->http.content_length > 0
@@ -504,7 +518,7 @@ conn_process(sl_conn_t *c)
     for (;;) {
         if (c->state == SL_CONN_HEAD) {
             if (c->w->draining && c->requests > 0 &&
-                evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+                evbuffer_get_length(c->in) == 0) {
                 conn_close_after_write(c);
                 break;
             }
@@ -523,20 +537,51 @@ conn_process(sl_conn_t *c)
     }
     c->processing = 0;
     if (c->state == SL_CONN_CLOSING &&
-        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        evbuffer_get_length(c->out) == 0)
         conn_free(c);
 }
 
+/* Reads what the socket has. Returns 0, or -1 when the peer is gone. */
+static int
+read_some(sl_conn_t *c)
+{
+    for (int round = 0; round < 4; round++) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(c->in, 16384, &v, 1) < 1)
+            return -1;
+        ssize_t n = read(c->fd, v.iov_base, v.iov_len);
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(c->in, &v, 1);
+            if ((size_t)n < 16384)
+                return 0;
+            continue; /* there may be more */
+        }
+        if (n == 0)
+            return -1;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+    return 0;
+}
+
 static void
-on_read(struct bufferevent *bev, void *arg)
+on_readable(evutil_socket_t fd, short what, void *arg)
 {
     sl_conn_t *c = arg;
+    if (read_some(c) != 0) {
+        /* EOF or error: the client is gone; what is in flight stops now. */
+        conn_free(c);
+        return;
+    }
     if (c->state == SL_CONN_HANDLING) {
         /* Pipelined bytes wait for their turn, within a bound. */
         const sl_limits_t *lim = &c->w->srv->cfg->limits;
-        if (evbuffer_get_length(bufferevent_get_input(bev)) >
+        if (evbuffer_get_length(c->in) >
             lim->max_header_bytes + lim->max_body_bytes)
-            bufferevent_disable(bev, EV_READ);
+            event_del(c->rev);
         return;
     }
     if (c->state == SL_CONN_CLOSING)
@@ -544,31 +589,61 @@ on_read(struct bufferevent *bev, void *arg)
     conn_process(c);
 }
 
+/* Writes what the kernel takes now; the rest waits for a write event.
+ * Never frees the connection: a failed write is handled from the write
+ * event, so callers in the middle of a response keep a valid request. */
 static void
-on_write(struct bufferevent *bev, void *arg)
+conn_flush(sl_conn_t *c)
 {
-    sl_conn_t *c = arg;
-    if (c->state == SL_CONN_CLOSING) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            conn_free(c);
+    if (c->broken)
+        return;
+    while (evbuffer_get_length(c->out) > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->want_write) {
+                event_add(c->wev, NULL);
+                c->want_write = 1;
+            }
+            return;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        c->broken = 1;
+        evbuffer_drain(c->out, evbuffer_get_length(c->out));
+        event_active(c->wev, EV_WRITE, 1);
         return;
     }
-    sl_request_t *r = c->req;
-    if (r != NULL && r->paused &&
-        evbuffer_get_length(bufferevent_get_output(bev)) <= SL_OUT_LOW) {
-        r->paused = 0;
-        if (r->resume != NULL)
-            r->resume(r);
+    if (c->want_write) {
+        event_del(c->wev);
+        c->want_write = 0;
     }
 }
 
 static void
-on_event(struct bufferevent *bev, short what, void *arg)
+on_writable(evutil_socket_t fd, short what, void *arg)
 {
     sl_conn_t *c = arg;
-    /* EOF or error: the client is gone; whatever is in flight stops now. */
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+    if (c->broken) {
         conn_free(c);
+        return;
+    }
+    conn_flush(c);
+    if (c->broken)
+        return; /* the event is active again: freed on the next turn */
+    size_t left = evbuffer_get_length(c->out);
+    if (c->state == SL_CONN_CLOSING) {
+        if (left == 0)
+            conn_free(c);
+        return;
+    }
+    sl_request_t *r = c->req;
+    if (r != NULL && r->paused && left <= SL_OUT_LOW) {
+        r->paused = 0;
+        if (r->resume != NULL)
+            r->resume(r);
+    }
 }
 
 static void
@@ -604,25 +679,33 @@ sl_conn_new(sl_worker_t *w, evutil_socket_t fd)
         return NULL;
     }
     c->w = w;
+    c->fd = fd;
     c->arena = sl_arena_create(8192);
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+    c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
     c->timer = evtimer_new(w->base, on_timer, c);
-    if (c->arena == NULL || c->bev == NULL || c->timer == NULL) {
-        if (c->bev != NULL)
-            bufferevent_free(c->bev);
-        else
-            evutil_closesocket(fd);
+    if (c->arena == NULL || c->in == NULL || c->out == NULL ||
+        c->rev == NULL || c->wev == NULL || c->timer == NULL ||
+        event_add(c->rev, NULL) != 0) {
+        if (c->rev != NULL)
+            event_free(c->rev);
+        if (c->wev != NULL)
+            event_free(c->wev);
         if (c->timer != NULL)
             event_free(c->timer);
+        if (c->in != NULL)
+            evbuffer_free(c->in);
+        if (c->out != NULL)
+            evbuffer_free(c->out);
         sl_arena_destroy(c->arena);
+        evutil_closesocket(fd);
         free(c);
         return NULL;
     }
     c->state = SL_CONN_HEAD;
     c->keep_alive = 1;
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    bufferevent_setwatermark(c->bev, EV_WRITE, SL_OUT_LOW, 0);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     c->next = w->conns;
     if (w->conns != NULL)
         w->conns->prev = c;

@@ -6,7 +6,7 @@
 #include "request.h"
 #include "worker.h"
 
-#include <event2/bufferevent.h>
+#include <event2/buffer.h>
 
 typedef enum {
     SL_CONN_HEAD,     /* waiting for (the rest of) a request head */
@@ -17,7 +17,11 @@ typedef enum {
 
 typedef struct sl_conn {
     sl_worker_t *w;
-    struct bufferevent *bev;
+    evutil_socket_t fd;
+    struct evbuffer *in, *out;
+    struct event *rev, *wev; /* wev is added only while output waits */
+    int want_write;
+    int broken; /* a write failed: freed from the write event */
     struct sl_conn *prev, *next;
     sl_conn_state_t state;
     struct event *timer;
