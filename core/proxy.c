@@ -174,9 +174,11 @@ call_new(sl_request_t *r, sl_call_kind_t kind)
                           "missing_model");
         return NULL;
     }
-    r->model = model->valuestring;
+    /* A copy: adapters may replace the JSON item (and free its string). */
+    r->model = sl_arena_strndup(r->arena, model->valuestring,
+                                strlen(model->valuestring));
     sl_call_t *k = sl_arena_calloc(r->arena, sizeof(*k));
-    if (k == NULL) {
+    if (k == NULL || r->model == NULL) {
         sl_response_error(r, 503, "out of memory", "server_busy");
         return NULL;
     }

@@ -24,6 +24,7 @@ static const char busy_response[] =
     "HTTP/1.1 503 Service Unavailable\r\n"
     "Content-Type: application/json\r\n"
     "Connection: close\r\n"
+    "x-sluice-overhead-ms: 0.000\r\n"
     "Content-Length: 99\r\n\r\n"
     "{\"error\":{\"message\":\"too many open connections\","
     "\"type\":\"service_unavailable\",\"code\":\"server_busy\"}}";

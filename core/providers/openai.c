@@ -136,8 +136,9 @@ on_data(void *ud, int status, const char *data, size_t len)
     return evbuffer_add(k->body, data, len) == 0 ? 0 : 1;
 }
 
-/* Upstream errors keep their meaning but never blame the client for the
- * gateway's own credentials or the provider's faults. */
+/* Upstream errors keep their meaning, but a provider's fault or its
+ * refusal of the gateway's own credentials is never passed off as the
+ * client's: those become 502. */
 static int
 client_status_for(int upstream)
 {
@@ -145,9 +146,28 @@ client_status_for(int upstream)
         return 502;
     if (upstream >= 400 && upstream < 500)
         return upstream;
-    if (upstream == 503 || upstream == 504)
-        return upstream;
     return 502;
+}
+
+/* The upstream's own error message, when it sent an OpenAI-shaped one. */
+static const char *
+upstream_message(sl_call_t *k, int *shaped)
+{
+    size_t n = evbuffer_get_length(k->body);
+    *shaped = 0;
+    if (n == 0)
+        return NULL;
+    cJSON *j = cJSON_ParseWithLength(
+        (const char *)evbuffer_pullup(k->body, -1), n);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
+    const char *out = NULL;
+    *shaped = cJSON_IsObject(e);
+    if (cJSON_IsString(m))
+        out = sl_arena_strndup(k->r->arena, m->valuestring,
+                               strlen(m->valuestring));
+    cJSON_Delete(j);
+    return out;
 }
 
 static void
@@ -159,23 +179,18 @@ answer_upstream_error(sl_call_t *k, int status)
     char *extra = retry != NULL
                       ? sl_arena_printf(r->arena, "Retry-After: %s\r\n", retry)
                       : NULL;
-    size_t n = evbuffer_get_length(k->body);
-    if (out == status && n > 0) {
-        cJSON *j = cJSON_ParseWithLength(
-            (const char *)evbuffer_pullup(k->body, -1), n);
-        int shaped = j != NULL &&
-                     cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "error"));
-        cJSON_Delete(j);
-        if (shaped) {
-            r->error_code = "upstream_error";
-            sl_response_send_buffer(r, out, "application/json", extra,
-                                    k->body);
-            return;
-        }
+    int shaped;
+    const char *upmsg = upstream_message(k, &shaped);
+    if (status < 500 && out == status && shaped) {
+        /* A client error the provider explained: pass it on as it is. */
+        r->error_code = "upstream_error";
+        sl_response_send_buffer(r, out, "application/json", extra, k->body);
+        return;
     }
     char *msg = sl_arena_printf(r->arena,
-                                "provider '%s' answered with status %d",
-                                k->target->provider->name, status);
+                                "provider '%s' answered with status %d%s%.300s",
+                                k->target->provider->name, status,
+                                upmsg ? ": " : "", upmsg ? upmsg : "");
     sl_response_error_with(r, out, msg ? msg : "upstream error",
                            status == 429 ? "upstream_rate_limited"
                                          : "upstream_error",
