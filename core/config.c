@@ -376,12 +376,18 @@ load_base_url(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
     size_t n;
     char p[256];
 
-    if (get_string(c, obj, path, "base_url", pr->type == SL_PROVIDER_OPENAI,
-                   &s) != 1)
+    int got = get_string(c, obj, path, "base_url",
+                         pr->type == SL_PROVIDER_OPENAI, &s);
+    if (got != 1 && pr->type == SL_PROVIDER_ANTHROPIC &&
+        member(obj, "base_url") == NULL) {
+        s = "https://api.anthropic.com";
+        got = 1;
+    }
+    if (got != 1)
         return;
     path_key(p, sizeof(p), path, "base_url");
     if (pr->type == SL_PROVIDER_MOCK) {
-        cfg_err(c, p, "only for type \"openai\"");
+        cfg_err(c, p, "only for types \"openai\" and \"anthropic\"");
         return;
     }
     if (strncmp(s, "http://", 7) == 0)
@@ -410,6 +416,8 @@ load_base_url(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
         return;
     pr->chat_url = cfg_concat(c, pr->base_url, "/chat/completions");
     pr->embeddings_url = cfg_concat(c, pr->base_url, "/embeddings");
+    if (pr->type == SL_PROVIDER_ANTHROPIC)
+        pr->messages_url = cfg_concat(c, pr->base_url, "/v1/messages");
 }
 
 static void
@@ -436,7 +444,11 @@ load_api_key(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
         return;
     }
     pr->api_key = cfg_strdup(c, key);
-    pr->auth_header = cfg_concat(c, "Authorization: Bearer ", key);
+    pr->auth_header = cfg_concat(c,
+                                 pr->type == SL_PROVIDER_ANTHROPIC
+                                     ? "x-api-key: "
+                                     : "Authorization: Bearer ",
+                                 key);
 }
 
 static void
@@ -448,6 +460,8 @@ load_provider(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
                                        "first_byte_timeout_ms",
                                        "timeout_ms",
                                        "mock_delay_ms",
+                                       "anthropic_version",
+                                       "default_max_tokens",
                                        NULL};
     const char *type;
     char p[256];
@@ -464,9 +478,11 @@ load_provider(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
             pr->type = SL_PROVIDER_OPENAI;
         else if (strcmp(type, "mock") == 0)
             pr->type = SL_PROVIDER_MOCK;
+        else if (strcmp(type, "anthropic") == 0)
+            pr->type = SL_PROVIDER_ANTHROPIC;
         else {
             path_key(p, sizeof(p), path, "type");
-            cfg_err(c, p, "must be \"openai\" or \"mock\"");
+            cfg_err(c, p, "must be \"openai\", \"anthropic\" or \"mock\"");
         }
     }
     load_base_url(c, pr, obj, path);
@@ -476,8 +492,30 @@ load_provider(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
     get_int(c, obj, path, "first_byte_timeout_ms", 1, POS_MAX,
             &pr->first_byte_timeout_ms);
     get_int(c, obj, path, "timeout_ms", 1, POS_MAX, &pr->timeout_ms);
+    pr->default_max_tokens = 4096;
+    if (pr->type == SL_PROVIDER_ANTHROPIC) {
+        if (dup_string(c, obj, path, "anthropic_version", 0,
+                       &pr->anthropic_version) == 1 &&
+            pr->anthropic_version != NULL &&
+            strpbrk(pr->anthropic_version, "\r\n") != NULL) {
+            path_key(p, sizeof(p), path, "anthropic_version");
+            cfg_err(c, p, "must not contain a line break");
+        }
+        if (pr->anthropic_version == NULL)
+            pr->anthropic_version = cfg_strdup(c, "2023-06-01");
+        get_int(c, obj, path, "default_max_tokens", 1, POS_MAX,
+                &pr->default_max_tokens);
+    } else {
+        static const char *const anthropic_only[] = {"anthropic_version",
+                                                     "default_max_tokens"};
+        for (size_t i = 0; i < 2; i++)
+            if (member(obj, anthropic_only[i]) != NULL) {
+                path_key(p, sizeof(p), path, anthropic_only[i]);
+                cfg_err(c, p, "only for type \"anthropic\"");
+            }
+    }
     if (member(obj, "mock_delay_ms") != NULL &&
-        pr->type == SL_PROVIDER_OPENAI) {
+        pr->type != SL_PROVIDER_MOCK) {
         path_key(p, sizeof(p), path, "mock_delay_ms");
         cfg_err(c, p, "only for type \"mock\"");
     } else {
@@ -962,6 +1000,8 @@ sl_config_free(sl_config_t *cfg) {
         free(p->chat_url);
         free(p->embeddings_url);
         free(p->auth_header);
+        free(p->messages_url);
+        free(p->anthropic_version);
     }
     free(cfg->providers);
     for (size_t i = 0; i < cfg->nmodels; i++) {

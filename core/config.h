@@ -9,22 +9,29 @@
 typedef enum {
     SL_PROVIDER_OPENAI = 1, /* any OpenAI-compatible base_url */
     SL_PROVIDER_MOCK,       /* built in: answers in-process, no network */
+    SL_PROVIDER_ANTHROPIC,  /* the Messages API */
 } sl_provider_type_t;
 
 typedef struct sl_provider {
     char *name;
     sl_provider_type_t type;
-    char *base_url;    /* without trailing '/'; NULL for mock */
+    char *base_url;    /* without trailing '/'; NULL for mock; anthropic
+                          defaults to https://api.anthropic.com */
     char *api_key_env; /* NULL when none */
     char *api_key;     /* getenv(api_key_env) at load; NULL when unset */
     /* Prebuilt at load so the hot path only copies pointers. */
     char *chat_url;       /* base_url + "/chat/completions" */
     char *embeddings_url; /* base_url + "/embeddings" */
-    char *auth_header;    /* "Authorization: Bearer KEY" or NULL */
+    char *auth_header;    /* "Authorization: Bearer KEY" (anthropic:
+                             "x-api-key: KEY") or NULL */
     long connect_timeout_ms;     /* default 5000 */
     long first_byte_timeout_ms;  /* default 60000 */
     long timeout_ms;             /* total, default 600000 */
     long mock_delay_ms; /* mock only: gap between stream chunks, default 0 */
+    /* anthropic only */
+    char *messages_url;         /* base_url + "/v1/messages" */
+    char *anthropic_version;    /* anthropic-version header, "2023-06-01" */
+    long default_max_tokens;    /* when the client sets none; 4096 */
 } sl_provider_t;
 
 typedef struct {

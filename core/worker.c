@@ -218,6 +218,11 @@ headers_for(const sl_provider_t *p, int stream)
                                     : "Accept: application/json");
     /* No "Expect: 100-continue" round trip before the body. */
     h = curl_slist_append(h, "Expect:");
+    if (p->type == SL_PROVIDER_ANTHROPIC) {
+        char v[160];
+        snprintf(v, sizeof(v), "anthropic-version: %s", p->anthropic_version);
+        h = curl_slist_append(h, v);
+    }
     if (p->auth_header != NULL)
         h = curl_slist_append(h, p->auth_header);
     return h;

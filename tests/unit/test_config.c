@@ -497,12 +497,40 @@ test_listen_addresses_are_checked(void **state) {
 }
 
 static void
+test_anthropic_provider_gets_its_defaults_and_header(void **state) {
+    (void)state;
+    setenv("SL_TEST_ANTHROPIC_KEY", "sk-ant-test", 1);
+    assert_int_equal(load("{" LISTEN ",'providers':{'c':{'type':'anthropic',"
+                          "'api_key_env':'SL_TEST_ANTHROPIC_KEY'}}}"),
+                     0);
+    const sl_provider_t *p = &cfg->providers[0];
+    assert_int_equal(p->type, SL_PROVIDER_ANTHROPIC);
+    assert_string_equal(p->messages_url,
+                        "https://api.anthropic.com/v1/messages");
+    assert_string_equal(p->anthropic_version, "2023-06-01");
+    assert_int_equal(p->default_max_tokens, 4096);
+    assert_string_equal(p->auth_header, "x-api-key: sk-ant-test");
+    assert_int_equal(load("{" LISTEN ",'providers':{'c':{'type':'anthropic',"
+                          "'base_url':'http://127.0.0.1:9/',"
+                          "'default_max_tokens':100}}}"),
+                     0);
+    assert_string_equal(cfg->providers[0].messages_url,
+                        "http://127.0.0.1:9/v1/messages");
+    assert_int_equal(cfg->providers[0].default_max_tokens, 100);
+    assert_int_not_equal(load("{" LISTEN ",'providers':{'o':{'type':'openai',"
+                              "'base_url':'http://x','default_max_tokens':5}}}"),
+                         0);
+    assert_error("$.providers.o.default_max_tokens", "only for type");
+}
+
+static void
 test_provider_fields_are_checked(void **state) {
     (void)state;
     assert_only_error("{" LISTEN ",'providers':{'p':{}}}", "$.providers.p.type",
                       "required");
-    assert_only_error("{" LISTEN ",'providers':{'p':{'type':'anthropic'}}}",
-                      "$.providers.p.type", "must be \"openai\" or \"mock\"");
+    assert_only_error("{" LISTEN ",'providers':{'p':{'type':'gemini'}}}",
+                      "$.providers.p.type",
+                      "must be \"openai\", \"anthropic\" or \"mock\"");
     assert_only_error("{" LISTEN ",'providers':{'p':{'type':'openai'}}}",
                       "$.providers.p.base_url", "required");
     assert_only_error("{" LISTEN ",'providers':{'p':{'type':'openai',"
@@ -516,7 +544,8 @@ test_provider_fields_are_checked(void **state) {
                       "$.providers.p.base_url", "spaces");
     assert_only_error("{" LISTEN ",'providers':{'p':{'type':'mock',"
                       "'base_url':'https://x'}}}",
-                      "$.providers.p.base_url", "only for type \"openai\"");
+                      "$.providers.p.base_url",
+                      "only for types \"openai\" and \"anthropic\"");
     assert_only_error("{" LISTEN ",'providers':{'p':{'type':'openai',"
                       "'base_url':'https://x','mock_delay_ms':5}}}",
                       "$.providers.p.mock_delay_ms", "only for type \"mock\"");
@@ -721,6 +750,7 @@ main(void) {
         T(test_integers_refuse_fractions_negatives_and_out_of_range),
         T(test_listen_addresses_are_checked),
         T(test_provider_fields_are_checked),
+        T(test_anthropic_provider_gets_its_defaults_and_header),
         T(test_model_targets_are_checked),
         T(test_routes_are_checked),
         T(test_access_log_accepts_off_and_paths),
