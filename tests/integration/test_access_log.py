@@ -55,11 +55,8 @@ def test_access_log_chat_line_has_every_field(gw):
     assert line["bytes_out"] == received, (line, received)
 
 
-# GATEWAY BUG (fails until fixed): "model" must be what the client asked
-# for, but r->model points at the request JSON's "model" string, which
-# rewrite_body() in core/providers/openai.c frees when it puts in the
-# target's model; the log prints freed memory (seen: "/etc/ssl/certs",
-# "include_usage").
+# Regression: the logged model once pointed into the request JSON, freed
+# when the provider adapter rewrote "model"; the log printed freed memory.
 def test_access_log_model_is_the_alias_the_client_asked_for(gw):
     r, _, _ = send(gw, chat_body("which model"))
     assert r.status == 200, r

@@ -37,11 +37,9 @@ def test_chat_upstream_sees_target_model_and_bearer_key(gw, mock):
     assert sent["temperature"] == 0.5
 
 
-# GATEWAY BUG (fails until fixed): for "provider/model", the direct target's
-# model (core/router.c sl_route_model: direct->model = slash + 1) points into
-# the request JSON's "model" string, which rewrite_body() in
-# core/providers/openai.c frees via cJSON_ReplaceItemInObjectCaseSensitive;
-# x-sluice-model (and the access log) then read freed memory.
+# Regression: the direct target's model once pointed into the request
+# JSON's "model" string, freed when the adapter rewrote it, so
+# x-sluice-model showed freed memory.
 def test_chat_direct_provider_slash_model_form(gw, mock):
     r = chat(gw.port, "direct route", model="upstream/some-other-model")
     assert r.status == 200, r

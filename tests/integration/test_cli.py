@@ -89,9 +89,6 @@ def test_run_refuses_invalid_config_with_exit_1(tmp_path):
     assert "$.listen[0].addr" in p.stderr, p.stderr
 
 
-# GATEWAY BUG (fails until fixed): prints "sluice dev". core/main.c's
-# `#include "config.h"` resolves to core/config.h (the JSON config module),
-# never to autoconf's config.h, so PACKAGE_VERSION is never defined there.
 def test_version_prints_package_version():
     p = run("--version")
     assert p.returncode == 0

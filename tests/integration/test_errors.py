@@ -200,12 +200,8 @@ def test_embeddings_upstream_garbage_is_502_upstream_bad_response(gw):
     assert_error(r, 502, "upstream_bad_response")
 
 
-# GATEWAY BUG for 502 and 503 (fails until fixed or the spec changes): the
-# spec maps every upstream 5xx to 502 upstream_error, but
-# core/providers/openai.c client_status_for() passes 503 and 504 through
-# unchanged, and answer_upstream_error() forwards the upstream's own body
-# whenever the status is unchanged, so an upstream 502 reaches the client
-# with the provider's code ("server_error"), not "upstream_error".
+# Regression: upstream 503/504 were once passed through, and an upstream
+# 502 reached the client with the provider's own code.
 @pytest.mark.parametrize("status", [500, 502, 503, 401, 403])
 def test_upstream_5xx_and_auth_errors_are_502(gw, status):
     r = chat(gw.port, "hi [mock:status=%d]" % status)
@@ -277,6 +273,15 @@ def test_upstream_429_passes_through_with_retry_after(gw):
     assert err["type"] == "rate_limit_error"
 
 
+def test_embeddings_upstream_429_passes_through(gw):
+    r = http(gw.port, "POST", "/v1/embeddings",
+             {"model": "gpt-test",
+              "input": "x [mock:status=429] [mock:retry_after=3]"})
+    assert r.status == 429, r
+    assert r.header("retry-after") == "3"
+    assert r.error_code() == "rate_limit_exceeded"
+
+
 @pytest.mark.parametrize("status", [400, 404, 422])
 def test_upstream_4xx_passes_through_with_its_error_body(gw, status):
     r = chat(gw.port, "hi [mock:status=%d]" % status)
@@ -320,7 +325,6 @@ def test_over_max_connections_is_503_server_busy_and_close(gateway):
             c.close()
     # Once they are gone, new connections are served again.
     assert wait_for(gw.healthy, timeout=3)
-    # GATEWAY BUG (fails until fixed): the canned 503 written at accept
-    # time (core/worker.c) lacks x-sluice-overhead-ms, which the spec puts
-    # on every response.
+    # Regression: the canned 503 written at accept time once lacked the
+    # overhead header the spec puts on every response.
     assert r.header("x-sluice-overhead-ms") is not None, r

@@ -96,7 +96,7 @@ def _one_mixed(port, i):
     try:
         if kind == 0:
             # A large body, so a leaked body or arena shows in the RSS.
-            big = "word " * 8000
+            big = "word " * 20000
             assert chat(port, big + "plain request %d" % i).status == 200
         elif kind == 1:
             r = chat(port, "stream %d" % i, stream=True)
@@ -157,7 +157,16 @@ def _run_batch(port, start, n, threads=4):
     assert not errors, errors[:3]
 
 
-def test_no_memory_or_fd_growth_under_mixed_load(gw, mock):
+def _asan_env():
+    """A sanitizer build holds freed memory in quarantine, which reads as
+    growth; without quarantine RSS reflects live memory again."""
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    extra = "quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
+    return {"ASAN_OPTIONS": (opts + ":" + extra) if opts else extra}
+
+
+def test_no_memory_or_fd_growth_under_mixed_load(gateway, mock):
+    gw = gateway(env=_asan_env())
     _run_batch(gw.port, 0, 250)
     time.sleep(0.3)  # let cancelled upstream calls and closes settle
     rss_mid = gw.rss_kb()
@@ -167,7 +176,9 @@ def test_no_memory_or_fd_growth_under_mixed_load(gw, mock):
     rss_end = gw.rss_kb()
     fds_end = _fd_count(gw.proc.pid)
     print("rss", rss_mid, rss_end, "fds", fds_mid, fds_end)
-    assert rss_end - rss_mid < 10 * 1024, (rss_mid, rss_end)
+    # Generous: steady state grows by well under 1 MB here, while a leaked
+    # 100 KB body per large request alone would add 2.5 MB per batch.
+    assert rss_end - rss_mid < 6 * 1024, (rss_mid, rss_end)
     assert fds_end <= fds_mid + 8, (fds_mid, fds_end)
     assert gw.healthy()
     # Every upstream connection the gateway opened is closed or idle in its
