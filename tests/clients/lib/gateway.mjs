@@ -5,6 +5,7 @@
 // The runner says which build to test through the environment:
 //   SLUICE_BIN       path to core/sluice
 //   SLUICE_MOCK_BIN  path to tests/mock/sluice-mock
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -187,4 +188,15 @@ export async function mockRequests(mockURL) {
 export async function mockStats(mockURL) {
   const res = await fetch(`${mockURL}/mock/stats`);
   return res.json();
+}
+
+// Sanitizer reports in the gateway's stderr fail the file that ran it.
+const SANITIZER_MARKS = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:/;
+
+// Stops the gateway and asserts it drained and exited 0 with no sanitizer
+// report: a crash or a leak at shutdown is a failure of the tests that ran.
+export async function stopAndCheck(gw) {
+  const exit = await gw.stop();
+  assert.ok(!SANITIZER_MARKS.test(exit.stderr), `sanitizer report:\n${exit.stderr}`);
+  assert.equal(exit.code, 0, `gateway exit after SIGTERM:\n${exit.stderr}`);
 }

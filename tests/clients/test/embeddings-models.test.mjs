@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 
-import { startGateway } from '../lib/gateway.mjs';
+import { startGateway, stopAndCheck } from '../lib/gateway.mjs';
 
 let gw;
 let client;
@@ -18,10 +18,7 @@ before(async () => {
   });
 });
 
-after(async () => {
-  const exit = await gw.stop();
-  assert.equal(exit.code, 0, `gateway exit after SIGTERM:\n${exit.stderr}`);
-});
+after(() => stopAndCheck(gw));
 
 function assertVector8(v) {
   assert.equal(v.length, 8);

@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Benchmarks sluice side by side with nginx in one run: the mock upstream
+# directly, nginx as a bare reverse proxy to it, and sluice routing to it,
+# each driven by wrk with the same small chat request. Prints a table and
+# judges the bars from the project's issue; always exits 0 once it has run,
+# because a benchmark on a shared box is a measurement, not a test.
+#
+# usage: bench/run.sh BUILD_DIR      (make bench passes the build dir)
+# env:   BENCH_DURATION (s, default 8), BENCH_WARMUP (s, default 2),
+#        BENCH_STREAM=0 to skip the streaming rows, BENCH_PIN=0 not to pin
+#        CPUs, NGINX, WRK
+set -uo pipefail
+
+BUILD=${1:?usage: bench/run.sh BUILD_DIR}
+BUILD=$(cd "$BUILD" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+DURATION=${BENCH_DURATION:-8}
+WARMUP=${BENCH_WARMUP:-2}
+STREAM=${BENCH_STREAM:-1}
+PIN=${BENCH_PIN:-1}
+NGINX=${NGINX:-/usr/sbin/nginx}
+WRK=${WRK:-wrk}
+MOCK_BIN=$BUILD/tests/mock/sluice-mock
+SLUICE_BIN=$BUILD/core/sluice
+LUA=$HERE/post.lua
+
+CHAT_BODY='{"model":"bench","messages":[{"role":"user","content":"hello from the benchmark"}]}'
+STREAM_BODY='{"model":"bench","stream":true,"messages":[{"role":"user","content":"one two three four five six seven eight"}]}'
+
+die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+
+for f in "$MOCK_BIN" "$SLUICE_BIN"; do
+    [ -x "$f" ] || die "$f is missing: build first (make, or make bench)"
+done
+[ -x "$NGINX" ] || die "$NGINX is missing: apt-get install nginx"
+command -v "$WRK" >/dev/null || die "wrk is missing: apt-get install wrk"
+command -v curl >/dev/null || die "curl is missing: apt-get install curl"
+
+# With two or more CPUs, wrk gets CPU 0 and the servers CPU 1: the client
+# and the server side then never steal each other's cycles, which makes runs
+# repeatable, and every proxy pays the same for sharing a core with the mock.
+SERVER_CPU=()
+CLIENT_CPU=()
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    SERVER_CPU=(taskset -c 1)
+    CLIENT_CPU=(taskset -c 0)
+fi
+
+TMP=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+PIDS=()
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null
+    done
+    for p in "${PIDS[@]}"; do
+        wait "$p" 2>/dev/null
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until FILE contains a line matching the extended regex RE and prints
+# the first capture-less match; fails after ~10 s or if PID died.
+wait_for_line() {
+    local file=$1 re=$2 pid=$3
+    for _ in $(seq 1 200); do
+        if grep -Eo "$re" "$file" 2>/dev/null | head -n1 | grep .; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "bench: no '$re' from pid $pid; its output:" >&2
+    cat "$file" >&2
+    return 1
+}
+
+# Waits until a POST of BODY to URL answers 200.
+wait_ok() {
+    local url=$1 body=$2 code
+    for _ in $(seq 1 100); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+            --data-binary "$body" "$url")
+        [ "$code" = 200 ] && return 0
+        sleep 0.05
+    done
+    echo "bench: $url never answered 200 (last: $code)" >&2
+    return 1
+}
+
+# ---- start the three servers ----------------------------------------------
+
+"${SERVER_CPU[@]}" "$MOCK_BIN" --port 0 --threads 1 >"$TMP/mock.out" 2>&1 &
+PIDS+=($!)
+MOCK_PID=$!
+MOCK_PORT=$(wait_for_line "$TMP/mock.out" 'READY [0-9]+' "$MOCK_PID" | awk '{print $2}') ||
+    die "the mock upstream did not start"
+
+NGINX_PORT=$(free_port)
+mkdir -p "$TMP/nginx"
+NGINX_USER=""
+[ "$(id -u)" = 0 ] && NGINX_USER="user root root;"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+# A bare reverse proxy: the baseline a gateway is measured against.
+$NGINX_USER
+daemon off;
+worker_processes 1;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    upstream mock {
+        server 127.0.0.1:$MOCK_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+"${SERVER_CPU[@]}" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" \
+    >"$TMP/nginx/out" 2>&1 &
+PIDS+=($!)
+
+cat >"$TMP/sluice.json" <<EOF
+{
+  "listen": [{"addr": "127.0.0.1:0"}],
+  "workers": 1,
+  "data_dir": "$TMP/data",
+  "providers": {
+    "mock": {"type": "openai", "base_url": "http://127.0.0.1:$MOCK_PORT/v1"}
+  },
+  "models": {"bench": {"targets": [{"provider": "mock", "model": "bench"}]}},
+  "access_log": "off"
+}
+EOF
+"${SERVER_CPU[@]}" "$SLUICE_BIN" -c "$TMP/sluice.json" >"$TMP/sluice.out" 2>&1 &
+PIDS+=($!)
+SLUICE_PID=$!
+SLUICE_PORT=$(wait_for_line "$TMP/sluice.out" 'listening on 127\.0\.0\.1:[0-9]+' "$SLUICE_PID" |
+    sed 's/.*://') || die "sluice did not start"
+
+PATH_CHAT=/v1/chat/completions
+DIRECT_URL=http://127.0.0.1:$MOCK_PORT$PATH_CHAT
+NGINX_URL=http://127.0.0.1:$NGINX_PORT$PATH_CHAT
+SLUICE_URL=http://127.0.0.1:$SLUICE_PORT$PATH_CHAT
+wait_ok "$DIRECT_URL" "$CHAT_BODY" || die "the mock does not answer"
+wait_ok "$NGINX_URL" "$CHAT_BODY" || { cat "$TMP/nginx/error.log" >&2; die "nginx does not answer"; }
+wait_ok "$SLUICE_URL" "$CHAT_BODY" || { cat "$TMP/sluice.out" >&2; die "sluice does not answer"; }
+
+# ---- measure ---------------------------------------------------------------
+
+declare -A RPS P50 P99 ERR
+ROWS=()
+
+# run_wrk KEY URL CONNS SECONDS BODY [record]
+run_wrk() {
+    local key=$1 url=$2 conns=$3 secs=$4 body=$5 record=${6:-1} out line
+    out=$(BENCH_BODY=$body "${CLIENT_CPU[@]}" "$WRK" -t1 -c"$conns" -d"${secs}s" --timeout 5s \
+        -s "$LUA" "$url" 2>&1)
+    line=$(grep '^RESULT ' <<<"$out" | tail -n1)
+    if [ -z "$line" ]; then
+        echo "bench: wrk gave no result for $key:" >&2
+        echo "$out" >&2
+        return 1
+    fi
+    [ "$record" = 1 ] || return 0
+    local requests duration p50 p99 errs=0 kv k v
+    for kv in ${line#RESULT }; do
+        k=${kv%%=*}
+        v=${kv#*=}
+        case $k in
+        requests) requests=$v ;;
+        duration_us) duration=$v ;;
+        p50_us) p50=$v ;;
+        p99_us) p99=$v ;;
+        errors_*) errs=$((errs + v)) ;;
+        esac
+    done
+    RPS[$key]=$(awk -v r="$requests" -v d="$duration" 'BEGIN { printf "%.0f", r / (d / 1e6) }')
+    P50[$key]=$p50
+    P99[$key]=$p99
+    ERR[$key]=$errs
+    ROWS+=("$key")
+}
+
+echo "bench: mock :$MOCK_PORT, nginx :$NGINX_PORT, sluice :$SLUICE_PORT;" \
+    "${DURATION}s per run after a ${WARMUP}s warm-up, wrk -t1"
+for target in direct nginx sluice; do
+    case $target in
+    direct) url=$DIRECT_URL ;;
+    nginx) url=$NGINX_URL ;;
+    sluice) url=$SLUICE_URL ;;
+    esac
+    run_wrk "warmup" "$url" 32 "$WARMUP" "$CHAT_BODY" 0
+    for c in 1 32; do
+        echo "bench: chat   $target, $c connection(s)" >&2
+        run_wrk "chat $target $c" "$url" "$c" "$DURATION" "$CHAT_BODY"
+    done
+done
+if [ "$STREAM" = 1 ]; then
+    for target in direct nginx sluice; do
+        case $target in
+        direct) url=$DIRECT_URL ;;
+        nginx) url=$NGINX_URL ;;
+        sluice) url=$SLUICE_URL ;;
+        esac
+        echo "bench: stream $target, 32 connections" >&2
+        run_wrk "stream $target 32" "$url" 32 $((DURATION / 2 > 2 ? DURATION / 2 : 2)) "$STREAM_BODY"
+    done
+fi
+
+# ---- report ----------------------------------------------------------------
+
+us_to_ms() { awk -v u="$1" 'BEGIN { printf "%.3f", u / 1000 }'; }
+
+report() {
+    local key kind target conns
+    echo "Sluice benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores," \
+        "$("$SLUICE_BIN" --version), $("$NGINX" -v 2>&1 | sed 's/.*: //')," \
+        "1 worker each, $([ ${#SERVER_CPU[@]} -gt 0 ] && echo "wrk on CPU 0, servers on CPU 1" || echo "not pinned")"
+    echo
+    printf '%-7s %-8s %6s %10s %10s %10s %7s\n' kind target conns 'req/s' 'p50 ms' 'p99 ms' errors
+    for key in "${ROWS[@]}"; do
+        read -r kind target conns <<<"$key"
+        printf '%-7s %-8s %6s %10s %10s %10s %7s\n' "$kind" "$target" "$conns" \
+            "${RPS[$key]}" "$(us_to_ms "${P50[$key]}")" "$(us_to_ms "${P99[$key]}")" \
+            "${ERR[$key]}"
+    done
+    echo
+
+    local rr added_s added_n lat verdict
+    rr=$(awk -v s="${RPS[chat sluice 32]:-0}" -v n="${RPS[chat nginx 32]:-0}" \
+        'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
+    verdict=$(awk -v r="$rr" 'BEGIN { print (r != "n/a" && r >= 0.5) ? "PASS" : "FAIL" }')
+    printf 'throughput ratio  sluice/nginx req/s, chat, 32 conns: %s   (bar >= 0.5)  %s\n' \
+        "$rr" "$verdict"
+
+    added_s=$((${P50[chat sluice 1]:-0} - ${P50[chat direct 1]:-0}))
+    added_n=$((${P50[chat nginx 1]:-0} - ${P50[chat direct 1]:-0}))
+    if [ "$added_n" -gt 0 ]; then
+        lat=$(awk -v s="$added_s" -v n="$added_n" 'BEGIN { printf "%.2f", s / n }')
+        verdict=$(awk -v r="$lat" 'BEGIN { print (r <= 2.0) ? "PASS" : "FAIL" }')
+    else
+        lat="n/a (nginx added no measurable p50)"
+        verdict=$([ "$added_s" -le 0 ] && echo PASS || echo FAIL)
+    fi
+    printf 'added latency ratio  (sluice p50 - direct p50) / (nginx p50 - direct p50), 1 conn: %s   (bar <= 2.0)  %s\n' \
+        "$lat" "$verdict"
+    printf '  added p50: sluice +%s us, nginx +%s us over the mock directly\n' "$added_s" "$added_n"
+
+    local bad=0
+    for key in "${ROWS[@]}"; do
+        [ "${ERR[$key]}" = 0 ] || bad=1
+    done
+    [ "$bad" = 0 ] || echo "WARNING: some runs had errors (non-2xx, timeouts or socket errors); their numbers are suspect"
+}
+
+OUT=$HERE/out
+mkdir -p "$OUT" 2>/dev/null && [ -w "$OUT" ] || OUT=$BUILD/bench-out
+mkdir -p "$OUT"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+report | tee "$OUT/bench-$STAMP.txt"
+cp "$OUT/bench-$STAMP.txt" "$OUT/latest.txt"
+echo "bench: results written to $OUT/bench-$STAMP.txt" >&2
+exit 0
