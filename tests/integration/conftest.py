@@ -46,6 +46,15 @@ def closed_port():
     return free_port()
 
 
+def no_quarantine_env():
+    """Env for a gateway whose RSS a test measures: a sanitizer build holds
+    freed memory in quarantine, which reads as growth; without quarantine
+    RSS reflects live memory again. Harmless for a plain build."""
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    extra = "quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
+    return {"ASAN_OPTIONS": (opts + ":" + extra) if opts else extra}
+
+
 def check_sanitizers(path):
     try:
         with open(path, errors="replace") as f:

@@ -213,3 +213,51 @@ def test_every_response_has_overhead_header(gw):
             c.request(method, path, body)
             r = c.read_response()
             assert float(r.header("x-sluice-overhead-ms")) >= 0, r
+
+
+def test_content_parts_messages_are_accepted(gw, mock):
+    body = {"model": "gpt-test", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "parts here"}]}]}
+    r = http(gw.port, "POST", "/v1/chat/completions", body)
+    assert r.status == 200, r
+    assert r.json()["choices"][0]["message"]["content"] == "parts here"
+    assert json.loads(mock.last_request()["body"])["messages"] == \
+        body["messages"]
+    body["model"] = "echo"
+    r = http(gw.port, "POST", "/v1/chat/completions", body)
+    assert r.status == 200, r
+    assert r.json()["choices"][0]["message"]["content"] == "parts here"
+
+
+def test_query_string_does_not_change_the_route(gw):
+    r = http(gw.port, "GET", "/healthz?probe=1")
+    assert r.status == 200, r
+    assert r.json() == {"status": "ok"}
+
+
+def test_expect_100_continue_gets_interim_response(gw):
+    # curl sends Expect: 100-continue for larger bodies and waits a second
+    # for the interim answer before sending the body.
+    body = json.dumps({"model": "echo", "messages": [
+        {"role": "user", "content": "expecting"}]}).encode()
+    with Conn(gw.port) as c:
+        c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+               "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+               "Content-Length: %d\r\n\r\n" % len(body))
+        c.sock.settimeout(1.0)
+        version, status, reason, headers = c.read_head()
+        assert status == 100, (status, headers)
+        c.sock.settimeout(5)
+        c.send(body)
+        r = c.read_response()
+        assert r.status == 200, r
+        assert r.json()["choices"][0]["message"]["content"] == "expecting"
+
+
+def test_upstream_answer_over_max_response_bytes_is_502(gateway):
+    gw = gateway(limits={"max_response_bytes": 10000})
+    r = chat(gw.port, "[mock:words=5000]")
+    assert r.status == 502, r
+    assert r.error_code().startswith("upstream_"), r
+    # A small answer is still fine.
+    assert chat(gw.port, "small").status == 200

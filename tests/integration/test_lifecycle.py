@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+from conftest import no_quarantine_env
 from helpers import Conn, chat, chat_body, http, stream_text, wait_for
 
 CHAT = "/v1/chat/completions"
@@ -157,16 +158,8 @@ def _run_batch(port, start, n, threads=4):
     assert not errors, errors[:3]
 
 
-def _asan_env():
-    """A sanitizer build holds freed memory in quarantine, which reads as
-    growth; without quarantine RSS reflects live memory again."""
-    opts = os.environ.get("ASAN_OPTIONS", "")
-    extra = "quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
-    return {"ASAN_OPTIONS": (opts + ":" + extra) if opts else extra}
-
-
 def test_no_memory_or_fd_growth_under_mixed_load(gateway, mock):
-    gw = gateway(env=_asan_env())
+    gw = gateway(env=no_quarantine_env())
     _run_batch(gw.port, 0, 250)
     time.sleep(0.3)  # let cancelled upstream calls and closes settle
     rss_mid = gw.rss_kb()

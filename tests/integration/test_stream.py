@@ -4,6 +4,7 @@ import json
 import threading
 import time
 
+from conftest import no_quarantine_env
 from helpers import (Conn, chat, chat_body, sse_data, stream_text, wait_for)
 
 CHAT = "/v1/chat/completions"
@@ -229,3 +230,46 @@ def test_large_non_stream_answer_is_forwarded_intact(gw):
     content = r.json()["choices"][0]["message"]["content"]
     assert content == " ".join("w%d" % i for i in range(1, 50001))
     assert r.json()["usage"]["completion_tokens"] == 50000
+
+
+def test_slow_reader_gets_backpressure_not_buffering(gateway, mock):
+    # About 9 MB of events; a gateway that buffered what the client has not
+    # read yet would grow by that much while the client sleeps.
+    gw = gateway(env=no_quarantine_env())
+    rss0 = gw.rss_kb()
+    c, _ = open_stream(gw.port, "[mock:words=60000]")
+    with c:
+        time.sleep(1.0)
+        grown = gw.rss_kb() - rss0
+        assert grown < 6 * 1024, "gateway buffered %d KB" % grown
+        # The upstream is held back too, not drained into memory.
+        assert mock.stats()["streams_completed"] == 0
+        events = [d for _, d in c.events()]
+    assert c.complete
+    assert events[-1] == "[DONE]"
+    text = stream_text(events)
+    assert text.startswith("w1 w2 ") and text.endswith(" w59999 w60000")
+    assert len(text.split()) == 60000
+
+
+def test_stream_over_total_timeout_ends_with_error_event(gateway):
+    gw = gateway(providers={"upstream": {"timeout_ms": 500}})
+    c, _ = open_stream(gw.port, "[mock:words=20] [mock:gap_ms=100]")
+    with c:
+        events = [d for _, d in c.events()]
+        assert "[DONE]" not in events, events
+        assert 2 <= len(events) < 20, events
+        err = json.loads(events[-1])["error"]
+        assert err["code"] in ("upstream_timeout", "upstream_stream_cut")
+        assert c.eof or c.is_closed(timeout=5)
+
+
+def test_utf8_text_survives_stream_and_non_stream(gw):
+    text = "héllo wörld 世界 ✓ ok"
+    r = chat(gw.port, text)
+    assert r.status == 200, r
+    assert r.json()["choices"][0]["message"]["content"] == text
+    r = chat(gw.port, text, stream=True)
+    assert stream_text(sse_data(r.body)) == text
+    r = chat(gw.port, text, model="echo", stream=True)
+    assert stream_text(sse_data(r.body)) == text
