@@ -304,6 +304,7 @@ def test_upstream_400_body_is_forwarded_byte_for_byte(gw):
 
 def test_over_max_connections_is_503_server_busy_and_close(gateway):
     gw = gateway(workers=1, limits={"max_connections": 2})
+    time.sleep(0.2)  # the start-up probe's connection must be gone first
     held = [Conn(gw.port), Conn(gw.port)]
     try:
         for c in held:  # make sure both are accepted and counted
