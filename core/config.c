@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "balancer.h"
 #include "error.h"
 
 #define POS_MAX 2147483647L /* upper bound for "positive integer" fields */
@@ -561,7 +562,8 @@ static void
 load_targets(ctx_t *c, sl_config_t *cfg, const cJSON *obj, const char *path,
              const char *key, int required, sl_target_t **out, size_t *nout,
              unsigned *total) {
-    static const char *const keys[] = {"provider", "model", "weight", NULL};
+    static const char *const keys[] = {"provider", "model", "weight",
+                                       "max_concurrency", NULL};
     const cJSON *arr = member(obj, key), *el;
     unsigned long long sum = 0;
     char ap[256], p[256];
@@ -608,6 +610,10 @@ load_targets(ctx_t *c, sl_config_t *cfg, const cJSON *obj, const char *path,
         dup_string(c, el, p, "model", 1, &t->model);
         if (get_int(c, el, p, "weight", 1, 1000000, &weight) == 1)
             t->weight = (unsigned)weight;
+        get_int(c, el, p, "max_concurrency", 0, 1000000, &t->max_concurrency);
+        t->state = sl_target_state_new();
+        if (t->state == NULL)
+            cfg_err(c, p, "out of memory");
         sum += t->weight;
     }
     if (total != NULL) {
@@ -620,7 +626,13 @@ load_targets(ctx_t *c, sl_config_t *cfg, const cJSON *obj, const char *path,
 
 static void
 load_models(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
-    static const char *const keys[] = {"targets", "fallback", NULL};
+    static const char *const keys[] = {"targets",       "fallback",
+                                       "balance",       "retries",
+                                       "retry_base_ms", "retry_max_ms",
+                                       "deadline_ms",   "breaker",
+                                       NULL};
+    static const char *const breaker_keys[] = {"failures", "window_ms",
+                                               "open_ms", NULL};
     const cJSON *it;
     char p[256];
 
@@ -652,6 +664,42 @@ load_models(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
                      &m->total_weight);
         load_targets(c, cfg, it, p, "fallback", 0, &m->fallback, &m->nfallback,
                      NULL);
+        m->retry_base_ms = 200;
+        m->retry_max_ms = 5000;
+        m->breaker_failures = 0; /* off unless configured */
+        m->breaker_window_ms = 30000;
+        m->breaker_open_ms = 30000;
+        const char *balance;
+        if (get_string(c, it, p, "balance", 0, &balance) == 1) {
+            if (strcmp(balance, "weighted") == 0)
+                m->balance = SL_BALANCE_WEIGHTED;
+            else if (strcmp(balance, "least_outstanding") == 0)
+                m->balance = SL_BALANCE_LEAST_OUTSTANDING;
+            else {
+                char bp[256];
+                path_key(bp, sizeof(bp), p, "balance");
+                cfg_err(c, bp,
+                        "must be \"weighted\" or \"least_outstanding\"");
+            }
+        }
+        get_int(c, it, p, "retries", 0, 10, &m->retries);
+        get_int(c, it, p, "retry_base_ms", 1, 600000, &m->retry_base_ms);
+        get_int(c, it, p, "retry_max_ms", 1, 600000, &m->retry_max_ms);
+        get_int(c, it, p, "deadline_ms", 0, POS_MAX, &m->deadline_ms);
+        const cJSON *br = member(it, "breaker");
+        if (br != NULL) {
+            char bp[256];
+            path_key(bp, sizeof(bp), p, "breaker");
+            if (want_object(c, br, bp)) {
+                m->breaker_failures = 5;
+                check_keys(c, br, bp, breaker_keys);
+                get_int(c, br, bp, "failures", 1, 1000000,
+                        &m->breaker_failures);
+                get_int(c, br, bp, "window_ms", 1, POS_MAX,
+                        &m->breaker_window_ms);
+                get_int(c, br, bp, "open_ms", 1, POS_MAX, &m->breaker_open_ms);
+            }
+        }
     }
 }
 
@@ -977,8 +1025,10 @@ sl_config_load_file(const char *path, sl_config_t **out,
 
 static void
 free_targets(sl_target_t *t, size_t n) {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         free(t[i].model);
+        free(t[i].state);
+    }
     free(t);
 }
 

@@ -34,19 +34,39 @@ typedef struct sl_provider {
     long default_max_tokens;    /* when the client sets none; 4096 */
 } sl_provider_t;
 
+struct sl_target_state; /* live counters and breaker (core/balancer.h) */
+
 typedef struct {
     sl_provider_t *provider; /* points into sl_config_t.providers */
     char *model;             /* the provider's model name */
     unsigned weight;         /* >= 1, default 1 */
+    long max_concurrency;    /* calls in flight at once; 0 = unlimited */
+    /* Shared by workers through atomics; NULL for a direct provider/model
+     * target, which has no breaker. Lives as long as the config. */
+    struct sl_target_state *state;
 } sl_target_t;
+
+typedef enum {
+    SL_BALANCE_WEIGHTED = 0,          /* weighted random */
+    SL_BALANCE_LEAST_OUTSTANDING = 1, /* fewest calls in flight, then weight */
+} sl_balance_t;
 
 typedef struct {
     char *name; /* the alias clients send */
     sl_target_t *targets;
     size_t ntargets;
     unsigned total_weight;
-    sl_target_t *fallback; /* tried in order after targets (later issue) */
+    sl_target_t *fallback; /* tried in order after targets */
     size_t nfallback;
+    sl_balance_t balance;    /* "weighted" (default) or "least_outstanding" */
+    long retries;            /* extra tries of the same target; default 0 */
+    long retry_base_ms;      /* backoff base, doubled each try; 200 */
+    long retry_max_ms;       /* backoff cap; 5000 */
+    long deadline_ms;        /* every attempt must start by then; 0 = none */
+    long breaker_failures;   /* failures in the window that open it;
+                                0 (no "breaker" key) = no breaker */
+    long breaker_window_ms;  /* 30000 */
+    long breaker_open_ms;    /* open time before a half-open probe; 30000 */
 } sl_model_t;
 
 typedef enum {

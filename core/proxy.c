@@ -5,6 +5,9 @@
 #include "providers/provider.h"
 #include "router.h"
 #include "worker.h"
+#include "clock.h"
+
+#include <stdlib.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -38,16 +41,83 @@ sl_call_success_headers(sl_call_t *k)
 {
     return sl_arena_printf(k->r->arena,
                            "x-sluice-provider: %s\r\n"
-                           "x-sluice-model: %s\r\n",
-                           k->target->provider->name, k->target->model);
+                           "x-sluice-model: %s\r\n"
+                           "x-sluice-attempts: %d\r\n",
+                           k->target->provider->name, k->target->model,
+                           k->attempts);
+}
+
+/* Skips JSON white space. */
+static const char *
+skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* A chunk that carries no answer yet: the role-only first chunk, or an
+ * empty content delta. Anything with content, a tool call, a finish reason
+ * or an error commits the stream. */
+static int
+is_preamble(const char *data, size_t len)
+{
+    const char *end = data + len, *p;
+    if (memmem(data, len, "\"tool_calls\"", 12) != NULL ||
+        memmem(data, len, "\"error\"", 7) != NULL)
+        return 0;
+    for (p = data; (p = memmem(p, (size_t)(end - p), "\"finish_reason\"",
+                               15)) != NULL;) {
+        p = skip_ws(p + 15, end);
+        if (p < end && *p == ':')
+            p = skip_ws(p + 1, end);
+        if (p < end && *p != 'n') /* not null */
+            return 0;
+    }
+    for (p = data;
+         (p = memmem(p, (size_t)(end - p), "\"content\"", 9)) != NULL;) {
+        p = skip_ws(p + 9, end);
+        if (p < end && *p == ':')
+            p = skip_ws(p + 1, end);
+        if (p + 1 < end && *p == '"' && p[1] != '"')
+            return 0; /* a non-empty string */
+    }
+    return 1;
 }
 
 int
 sl_call_forward(sl_call_t *k, const char *data, size_t len)
 {
     sl_request_t *r = k->r;
-    if (!r->responded)
+    if (!r->responded) {
+        /* Hold the preamble until the first token: a failure before it can
+         * still fall back to another target without the client seeing two
+         * starts. */
+        if (is_preamble(data, len) &&
+            !(len == 6 && memcmp(data, "[DONE]", 6) == 0)) {
+            if (k->held == NULL) {
+                k->held = evbuffer_new();
+                if (k->held == NULL ||
+                    sl_arena_cleanup_add(r->arena,
+                                         (sl_cleanup_fn)evbuffer_free,
+                                         k->held) != 0)
+                    return 0;
+            }
+            uint32_t n = (uint32_t)len;
+            evbuffer_add(k->held, &n, sizeof(n));
+            evbuffer_add(k->held, data, len);
+            return 0;
+        }
         sl_response_stream_start(r, 200, sl_call_success_headers(k));
+        while (k->held != NULL && evbuffer_get_length(k->held) > 0) {
+            uint32_t n;
+            evbuffer_remove(k->held, &n, sizeof(n));
+            char *ev = (char *)evbuffer_pullup(k->held, n);
+            k->forwarded++;
+            sl_response_stream_event(r, NULL, 0, ev, n);
+            evbuffer_drain(k->held, n);
+        }
+    }
     k->forwarded++;
     return sl_response_stream_event(r, NULL, 0, data, len);
 }
@@ -144,6 +214,8 @@ validate_messages(sl_request_t *r, const cJSON *msgs)
 
 /* Decodes and checks what every model endpoint needs; answers the client
  * itself and returns NULL when the request is not acceptable. */
+static void call_end(void *arg);
+
 static sl_call_t *
 call_new(sl_request_t *r, sl_call_kind_t kind)
 {
@@ -211,9 +283,19 @@ call_new(sl_request_t *r, sl_call_kind_t kind)
         }
     }
     size_t len = strlen(r->model);
-    k->target = sl_route_model(r->cfg, r->model, len,
-                               sl_worker_random(r->w), &k->direct);
-    if (k->target == NULL) {
+    if (sl_route_model(r->cfg, r->model, len, &k->model, &k->direct) == 0) {
+        if (k->model != NULL) {
+            k->nchain = sl_balancer_chain(k->model, sl_worker_random(r->w),
+                                          k->chain, SL_CHAIN_MAX);
+            if (k->model->deadline_ms > 0)
+                k->deadline = r->t_start + (uint64_t)k->model->deadline_ms *
+                                               1000u;
+        } else {
+            k->chain[0] = &k->direct;
+            k->nchain = 1;
+        }
+    }
+    if (k->nchain == 0) {
         char *msg = sl_arena_printf(
             r->arena,
             "The model '%.200s' does not exist or is not served here",
@@ -222,23 +304,151 @@ call_new(sl_request_t *r, sl_call_kind_t kind)
                           "model_not_found");
         return NULL;
     }
-    r->provider = k->target->provider->name;
-    r->target_model = k->target->model;
+    if (sl_arena_cleanup_add(r->arena, call_end, k) != 0) {
+        sl_response_error(r, 503, "out of memory", "server_busy");
+        return NULL;
+    }
     return k;
 }
 
-static void
-start(sl_call_t *k)
+static int64_t
+now_ms(void)
 {
-    switch (k->target->provider->type) {
-    case SL_PROVIDER_MOCK:
-        sl_mock_start(k);
-        break;
-    case SL_PROVIDER_OPENAI:
-    default:
-        sl_openai_start(k);
-        break;
+    return (int64_t)(sl_now_us() / 1000u);
+}
+
+void
+sl_call_release(sl_call_t *k, int success)
+{
+    if (!k->slot)
+        return;
+    k->slot = 0;
+    if (k->model != NULL)
+        sl_balancer_release(k->model, k->target, success, k->probe, now_ms());
+}
+
+/* The request is over: a slot still held was not a failure. */
+static void
+call_end(void *arg)
+{
+    sl_call_t *k = arg;
+    sl_call_release(k, 1);
+    if (k->retry_timer != NULL)
+        event_free(k->retry_timer);
+}
+
+/* Starts an attempt on the first available target from k->ichain on. */
+static void
+attempt(sl_call_t *k)
+{
+    sl_request_t *r = k->r;
+    int64_t now = now_ms();
+    for (; k->ichain < k->nchain; k->ichain++, k->tries_on_target = 0) {
+        const sl_target_t *t = k->chain[k->ichain];
+        if (k->model != NULL &&
+            sl_balancer_acquire(k->model, t, now, &k->probe) != 0)
+            continue; /* breaker open or at its concurrency cap */
+        k->slot = 1;
+        k->target = t;
+        k->attempts++;
+        r->provider = t->provider->name;
+        r->target_model = t->model;
+        r->attempts = k->attempts;
+        if (k->held != NULL)
+            evbuffer_drain(k->held, evbuffer_get_length(k->held));
+        switch (t->provider->type) {
+        case SL_PROVIDER_MOCK:
+            sl_mock_start(k);
+            break;
+        case SL_PROVIDER_OPENAI:
+        default:
+            sl_openai_start(k);
+            break;
+        }
+        return;
     }
+    sl_response_error_with(
+        r, 503,
+        "no target of this model is available now (circuit breakers open "
+        "or concurrency limits reached)",
+        "no_target_available", "Retry-After: 1\r\n");
+}
+
+static void
+on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+    sl_call_t *k = arg;
+    k->r->cancel = NULL;
+    attempt(k);
+}
+
+static void
+cancel_retry(sl_request_t *r)
+{
+    sl_call_t *k = r->op;
+    if (k->retry_timer != NULL)
+        evtimer_del(k->retry_timer);
+}
+
+/* Retry-After in seconds (the HTTP-date form is not used by providers). */
+static long
+retry_after_ms(const char *v)
+{
+    if (v == NULL || *v < '0' || *v > '9')
+        return -1;
+    char *end;
+    double secs = strtod(v, &end);
+    return secs > 3600 ? 3600000 : (long)(secs * 1000);
+}
+
+int
+sl_call_retry(sl_call_t *k, int result, int status, const char *retry_after)
+{
+    sl_request_t *r = k->r;
+    int retryable = result != 0 || status == 429 || status >= 500;
+    if (!retryable) {
+        sl_call_release(k, 1); /* the provider is fine; the call was not */
+        return 0;
+    }
+    sl_call_release(k, 0);
+    if (r->responded || r->client_gone)
+        return 0;
+    uint64_t now = sl_now_us();
+    long wait = -1;
+    if (k->model != NULL && k->tries_on_target < k->model->retries) {
+        long base = k->model->retry_base_ms << k->tries_on_target;
+        if (base > k->model->retry_max_ms || base <= 0)
+            base = k->model->retry_max_ms;
+        /* Full jitter over the upper half: spreads a herd of retries. */
+        wait = base / 2 + (long)(sl_worker_random(r->w) % (uint32_t)(base / 2 + 1));
+        long ra = retry_after_ms(retry_after);
+        if (ra > wait)
+            wait = ra;
+        if (k->deadline != 0 && now + (uint64_t)wait * 1000u > k->deadline)
+            wait = -1; /* no time left to wait here: try the next target */
+    }
+    if (wait >= 0) {
+        k->tries_on_target++;
+        k->r->error_code = NULL;
+        if (k->retry_timer == NULL)
+            k->retry_timer = evtimer_new(r->w->base, on_retry_timer, k);
+        if (k->retry_timer == NULL)
+            return 0;
+        struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
+        evtimer_add(k->retry_timer, &tv);
+        r->op = k;
+        r->cancel = cancel_retry;
+        r->resume = NULL;
+        return 1;
+    }
+    if (k->ichain + 1 >= k->nchain)
+        return 0;
+    if (k->deadline != 0 && now >= k->deadline)
+        return 0;
+    k->ichain++;
+    k->tries_on_target = 0;
+    attempt(k);
+    return 1;
 }
 
 void
@@ -246,7 +456,7 @@ sl_proxy_chat(sl_request_t *r)
 {
     sl_call_t *k = call_new(r, SL_CALL_CHAT);
     if (k != NULL)
-        start(k);
+        attempt(k);
 }
 
 void
@@ -254,5 +464,5 @@ sl_proxy_embeddings(sl_request_t *r)
 {
     sl_call_t *k = call_new(r, SL_CALL_EMBEDDINGS);
     if (k != NULL)
-        start(k);
+        attempt(k);
 }

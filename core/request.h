@@ -39,6 +39,7 @@ struct sl_request {
     const char *target_model; /* the provider's model name */
     long prompt_tokens, completion_tokens, total_tokens; /* -1 unknown */
     size_t bytes_in, bytes_out;
+    int attempts; /* upstream attempts, retries and fallbacks included */
     const char *error_code;
 
     /* The work in flight (an upstream call, a mock timer): cancel stops it

@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include "error.h"
+
 const sl_route_t *
 sl_route_match(const sl_config_t *cfg, const char *path, size_t len) {
     for (size_t i = 0; i < cfg->nroutes; i++) {
@@ -14,39 +16,26 @@ sl_route_match(const sl_config_t *cfg, const char *path, size_t len) {
     return NULL;
 }
 
-/* Maps rnd onto [0, total) by multiplication, not modulo: no bias towards
- * the first targets and no division on the request path. */
-static const sl_target_t *
-pick_weighted(const sl_model_t *m, uint32_t rnd) {
-    uint32_t x = (uint32_t)(((uint64_t)rnd * m->total_weight) >> 32);
-
-    for (size_t i = 0; i < m->ntargets; i++) {
-        if (x < m->targets[i].weight)
-            return &m->targets[i];
-        x -= m->targets[i].weight;
-    }
-    return m->ntargets > 0 ? &m->targets[m->ntargets - 1] : NULL;
-}
-
-const sl_target_t *
-sl_route_model(const sl_config_t *cfg, const char *model, size_t len,
-               uint32_t rnd, sl_target_t *direct) {
-    const sl_model_t *m = sl_config_model(cfg, model, len);
+int
+sl_route_model(const sl_config_t *cfg, const char *name, size_t len,
+               const sl_model_t **model, sl_target_t *direct) {
     const sl_provider_t *p;
     const char *slash;
 
-    if (m != NULL)
-        return pick_weighted(m, rnd);
-    if (!cfg->allow_direct_models || direct == NULL)
-        return NULL;
-    slash = memchr(model, '/', len);
-    if (slash == NULL || slash == model || slash + 1 == model + len)
-        return NULL;
-    p = sl_config_provider(cfg, model, (size_t)(slash - model));
+    *model = sl_config_model(cfg, name, len);
+    if (*model != NULL)
+        return 0;
+    if (!cfg->allow_direct_models)
+        return SL_ENOTFOUND;
+    slash = memchr(name, '/', len);
+    if (slash == NULL || slash == name || slash + 1 == name + len)
+        return SL_ENOTFOUND;
+    p = sl_config_provider(cfg, name, (size_t)(slash - name));
     if (p == NULL)
-        return NULL;
+        return SL_ENOTFOUND;
+    memset(direct, 0, sizeof(*direct));
     direct->provider = (sl_provider_t *)p;
     direct->model = (char *)(slash + 1);
     direct->weight = 1;
-    return direct;
+    return 0;
 }

@@ -12,16 +12,13 @@
 const sl_route_t *sl_route_match(const sl_config_t *cfg, const char *path,
                                  size_t len);
 
-/* Resolves a client's model string to a target. `rnd` is a uniform random
- * 32-bit value chosen by the caller (per-worker RNG). An alias in
- * cfg->models picks a target by weight; otherwise when
+/* Resolves a client's model string. An alias in cfg->models sets *model
+ * (the caller orders its targets with sl_balancer_chain); otherwise, when
  * cfg->allow_direct_models and the string is "provider/model" with a known
- * provider, *direct is filled (provider + model pointing into the input
- * string, weight 1) and returned: direct->model is the rest of the input
- * after the first '/', NUL-terminated only if the input is. Returns NULL
- * when unknown. */
-const sl_target_t *sl_route_model(const sl_config_t *cfg, const char *model,
-                                  size_t len, uint32_t rnd,
-                                  sl_target_t *direct);
+ * provider, *model is NULL and *direct is filled (provider + model pointing
+ * into the input after the first '/', NUL-terminated only if the input is;
+ * weight 1, no breaker state). Returns 0, or SL_ENOTFOUND. */
+int sl_route_model(const sl_config_t *cfg, const char *name, size_t len,
+                   const sl_model_t **model, sl_target_t *direct);
 
 #endif

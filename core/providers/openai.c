@@ -111,7 +111,11 @@ on_data(void *ud, int status, const char *data, size_t len)
 {
     sl_call_t *k = ud;
     sl_request_t *r = k->r;
-    if (k->stream && status == 200 && k->sse_ready) {
+    if (k->stream && status == 200 && !k->sse_on) {
+        const char *ct = sl_upcall_content_type(k->up);
+        k->sse_on = ct != NULL && strncmp(ct, "text/event-stream", 17) == 0;
+    }
+    if (k->sse_on) {
         int rc = sl_sse_feed(&k->sse, data, len, on_event, k);
         if (rc == 0 && k->want_pause) {
             /* The client reads slower than the upstream writes: hold the
@@ -121,15 +125,6 @@ on_data(void *ud, int status, const char *data, size_t len)
             sl_upcall_pause(k->up, 1);
         }
         return rc; /* SL_ETOOBIG aborts */
-    }
-    if (k->stream && status == 200 && !k->sse_ready) {
-        const char *ct = sl_upcall_content_type(k->up);
-        if (ct != NULL && strncmp(ct, "text/event-stream", 17) == 0) {
-            sl_sse_init(&k->sse, SL_SSE_MAX_EVENT);
-            sl_arena_cleanup_add(r->arena, free_sse, &k->sse);
-            k->sse_ready = 1;
-            return on_data(ud, status, data, len);
-        }
     }
     if (evbuffer_get_length(k->body) + len > r->cfg->limits.max_response_bytes)
         return 1;
@@ -171,11 +166,10 @@ upstream_message(sl_call_t *k, int *shaped)
 }
 
 static void
-answer_upstream_error(sl_call_t *k, int status)
+answer_upstream_error(sl_call_t *k, int status, const char *retry)
 {
     sl_request_t *r = k->r;
     int out = client_status_for(status);
-    const char *retry = sl_upcall_retry_after(k->up);
     char *extra = retry != NULL
                       ? sl_arena_printf(r->arena, "Retry-After: %s\r\n", retry)
                       : NULL;
@@ -202,35 +196,50 @@ on_done(void *ud, int result, int status, const char *why)
 {
     sl_call_t *k = ud;
     sl_request_t *r = k->r;
-    r->upstream_us = sl_now_us() - r->t_upstream;
+    /* The upcall goes back to its pool now and may serve a retry: take
+     * what we need from it first. */
+    const char *ra = sl_upcall_retry_after(k->up);
+    const char *retry = ra ? sl_arena_strndup(r->arena, ra, strlen(ra)) : NULL;
+    if (why != NULL)
+        why = sl_arena_strndup(r->arena, why, strlen(why));
+    k->up = NULL;
+    r->upstream_us += sl_now_us() - r->t_upstream;
     r->cancel = NULL;
     r->resume = NULL;
     if (r->streaming) {
         if (k->done_seen) { /* what follows [DONE] cannot matter */
-            k->up = NULL;
             sl_response_stream_end(r, 1);
-        } else {
-            const char *msg =
-                result == SL_ETIMEDOUT ? "the upstream timed out mid-stream"
-                : result != 0 && why != NULL
-                    ? sl_arena_printf(r->arena,
-                                      "upstream stream failed: %s", why)
-                    : "upstream stream ended before it was complete";
-            k->up = NULL;
-            sl_call_stream_fail(k, msg ? msg : "upstream stream failed",
-                                result == SL_ETIMEDOUT ? "upstream_timeout"
-                                                       : "upstream_stream_cut");
+            return;
         }
+        /* After the commit point there is no silent switch: the client
+         * learns that the answer is cut. */
+        sl_call_release(k, 0);
+        const char *msg =
+            result == SL_ETIMEDOUT ? "the upstream timed out mid-stream"
+            : result != 0 && why != NULL
+                ? sl_arena_printf(r->arena, "upstream stream failed: %s", why)
+                : "upstream stream ended before it was complete";
+        sl_call_stream_fail(k, msg ? msg : "upstream stream failed",
+                            result == SL_ETIMEDOUT ? "upstream_timeout"
+                                                   : "upstream_stream_cut");
         return;
     }
+    if (result == 0 && status >= 200 && status <= 299 && k->sse_on) {
+        /* A stream that ended before its first token: as good as failed. */
+        result = SL_EUPSTREAM;
+        why = k->done_seen ? "the upstream stream was empty"
+                           : "the upstream stream ended before any content";
+    }
+    if (result != 0 && result != SL_EINVAL &&
+        sl_call_retry(k, result, 0, NULL))
+        return;
     if (result == SL_ETIMEDOUT) {
-        k->up = NULL;
         sl_response_error(r, 504, why ? why : "the upstream timed out",
                           "upstream_timeout");
         return;
     }
     if (result == SL_EINVAL) {
-        k->up = NULL;
+        sl_call_release(k, 1);
         sl_response_error(r, 502, "the upstream response is too large",
                           "upstream_response_too_large");
         return;
@@ -238,17 +247,16 @@ on_done(void *ud, int result, int status, const char *why)
     if (result != 0) {
         char *msg = sl_arena_printf(r->arena, "upstream request failed: %s",
                                     why ? why : "unknown error");
-        k->up = NULL;
         sl_response_error(r, 502, msg ? msg : "upstream request failed",
                           "upstream_error");
         return;
     }
     if (status < 200 || status > 299) {
-        answer_upstream_error(k, status);
-        k->up = NULL;
+        if (sl_call_retry(k, 0, status, retry))
+            return;
+        answer_upstream_error(k, status, retry);
         return;
     }
-    k->up = NULL;
     size_t n = evbuffer_get_length(k->body);
     cJSON *j = n ? cJSON_ParseWithLength(
                        (const char *)evbuffer_pullup(k->body, -1), n)
@@ -256,9 +264,7 @@ on_done(void *ud, int result, int status, const char *why)
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
         sl_response_error(r, 502,
-                          k->stream ? "the upstream sent no stream events"
-                                    : "the upstream sent a body that is not "
-                                      "JSON",
+                          "the upstream sent a body that is not JSON",
                           "upstream_bad_response");
         return;
     }
@@ -275,7 +281,7 @@ cancel(sl_request_t *r)
 {
     sl_call_t *k = r->op;
     if (k->up != NULL) {
-        r->upstream_us = sl_now_us() - r->t_upstream;
+        r->upstream_us += sl_now_us() - r->t_upstream;
         sl_upcall_cancel(k->up);
         k->up = NULL;
     }
@@ -309,13 +315,32 @@ sl_openai_start(sl_call_t *k)
         body = printed;
         len = strlen(printed);
     }
-    k->body = evbuffer_new();
-    if (k->body == NULL ||
-        sl_arena_cleanup_add(r->arena, free_evbuffer, k->body) != 0) {
-        if (k->body)
-            evbuffer_free(k->body);
-        sl_response_error(r, 503, "out of memory", "server_busy");
-        return;
+    /* Per-attempt state: a retry starts clean. */
+    k->sse_on = k->done_seen = k->want_pause = 0;
+    if (k->body != NULL) {
+        evbuffer_drain(k->body, evbuffer_get_length(k->body));
+    } else {
+        k->body = evbuffer_new();
+        if (k->body == NULL ||
+            sl_arena_cleanup_add(r->arena, free_evbuffer, k->body) != 0) {
+            if (k->body)
+                evbuffer_free(k->body);
+            k->body = NULL;
+            sl_response_error(r, 503, "out of memory", "server_busy");
+            return;
+        }
+    }
+    if (k->stream) {
+        if (k->sse_ready)
+            sl_sse_free(&k->sse);
+        sl_sse_init(&k->sse, SL_SSE_MAX_EVENT);
+        if (!k->sse_ready &&
+            sl_arena_cleanup_add(r->arena, free_sse, &k->sse) != 0) {
+            sl_sse_free(&k->sse);
+            sl_response_error(r, 503, "out of memory", "server_busy");
+            return;
+        }
+        k->sse_ready = 1;
     }
     sl_upcall_params_t params = {
         .url = k->kind == SL_CALL_CHAT ? p->chat_url : p->embeddings_url,

@@ -4,6 +4,7 @@
 #ifndef SL_PROVIDER_H
 #define SL_PROVIDER_H
 
+#include "../balancer.h"
 #include "../request.h"
 #include "../sse.h"
 #include "../upstream.h"
@@ -16,8 +17,18 @@ typedef enum { SL_CALL_CHAT = 1, SL_CALL_EMBEDDINGS } sl_call_kind_t;
 typedef struct sl_call {
     sl_request_t *r;
     sl_call_kind_t kind;
-    const sl_target_t *target;
+    const sl_target_t *target; /* the one being tried */
     sl_target_t direct; /* storage when the client named provider/model */
+    const sl_model_t *model; /* NULL for a direct provider/model */
+    const sl_target_t *chain[SL_CHAIN_MAX]; /* the order targets are tried */
+    size_t nchain, ichain;
+    int attempts;        /* upstream calls started, retries included */
+    int tries_on_target; /* of the current target */
+    int slot;            /* holds a balancer slot on target */
+    int probe;           /* ...as the breaker's half-open probe */
+    uint64_t deadline;   /* monotonic us by which attempts must start; 0 */
+    struct event *retry_timer;
+    struct evbuffer *held; /* the stream preamble, until the commit point */
     cJSON *json;        /* the client's body, decoded once */
     int stream;         /* the client asked for a stream */
     int client_usage;   /* ...with stream_options.include_usage */
@@ -25,7 +36,8 @@ typedef struct sl_call {
     sl_upcall_t *up;
     struct evbuffer *body; /* non-stream answer (or an error body) */
     sl_sse_t sse;
-    int sse_ready;
+    int sse_ready;   /* sse is initialised (freed with the arena) */
+    int sse_on;      /* this attempt's answer is an event stream */
     int done_seen;   /* the upstream sent data: [DONE] */
     int forwarded;   /* events sent to the client */
     int want_pause;  /* the client's buffer is over its high-water mark */
@@ -34,9 +46,21 @@ typedef struct sl_call {
     void *mock;
 } sl_call_t;
 
-/* Adapters. */
+/* Adapters: start one attempt on k->target. */
 void sl_openai_start(sl_call_t *k);
 void sl_mock_start(sl_call_t *k);
+
+/* Resilience (proxy.c). Adapters call sl_call_retry before answering an
+ * upstream failure that happened before anything reached the client:
+ * `result` is the upcall result (0 when an HTTP status came back),
+ * `status` that status, `retry_after` the upstream's Retry-After or NULL.
+ * Returns 1 when another attempt has been scheduled (the adapter must then
+ * return without answering and without touching the request again), 0 when
+ * the adapter should answer with this failure. */
+int sl_call_retry(sl_call_t *k, int result, int status,
+                  const char *retry_after);
+/* Gives the target's slot back; success feeds its breaker. Idempotent. */
+void sl_call_release(sl_call_t *k, int success);
 
 /* Shared by adapters (proxy.c). */
 /* Reads an OpenAI `usage` object into the request's counters. */

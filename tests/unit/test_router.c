@@ -1,5 +1,5 @@
-/* Unit tests for core/router.c: exact route matching, weighted target
- * choice, and direct "provider/model" names. */
+/* Unit tests for core/router.c (exact route matching, direct
+ * "provider/model" names) and the balancer's weighted first choice. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +11,25 @@
 
 #include "config.h"
 #include "error.h"
+#include "balancer.h"
 #include "router.h"
+
+/* The target a call tries first: the alias's weighted choice, or the
+ * direct target; NULL when the name resolves to nothing. */
+static const sl_target_t *
+resolve(const sl_config_t *cfg, const char *name, size_t len, uint32_t rnd,
+        sl_target_t *direct) {
+    const sl_model_t *m = NULL;
+    sl_target_t scratch;
+    const sl_target_t *chain[SL_CHAIN_MAX];
+
+    if (sl_route_model(cfg, name, len, &m, direct ? direct : &scratch) != 0)
+        return NULL;
+    if (m == NULL)
+        return direct ? direct : NULL;
+    return sl_balancer_chain(m, rnd, chain, SL_CHAIN_MAX) > 0 ? chain[0]
+                                                              : NULL;
+}
 
 static const char conf[] =
     "{\"listen\":[\"127.0.0.1:8080\"],"
@@ -81,7 +99,7 @@ count_choices(const sl_config_t *cfg, const char *model, const char **names,
     for (uint32_t i = 0; i < samples; i++) {
         uint32_t rnd = (uint32_t)(((uint64_t)i << 32) / samples);
         const sl_target_t *t =
-            sl_route_model(cfg, model, strlen(model), rnd, NULL);
+            resolve(cfg, model, strlen(model), rnd, NULL);
         size_t k;
 
         assert_non_null(t);
@@ -112,17 +130,17 @@ test_weights_pick_by_position_in_the_range(void **state) {
     const sl_target_t *t;
 
     /* weights 1:2:1 -> quarters of the range: a, b, b, c */
-    t = sl_route_model(cfg, "three", 5, 0, NULL);
+    t = resolve(cfg, "three", 5, 0, NULL);
     assert_string_equal(t->model, "a");
-    t = sl_route_model(cfg, "three", 5, 0x3fffffffu, NULL);
+    t = resolve(cfg, "three", 5, 0x3fffffffu, NULL);
     assert_string_equal(t->model, "a");
-    t = sl_route_model(cfg, "three", 5, 0x40000000u, NULL);
+    t = resolve(cfg, "three", 5, 0x40000000u, NULL);
     assert_string_equal(t->model, "b");
-    t = sl_route_model(cfg, "three", 5, 0xbfffffffu, NULL);
+    t = resolve(cfg, "three", 5, 0xbfffffffu, NULL);
     assert_string_equal(t->model, "b");
-    t = sl_route_model(cfg, "three", 5, 0xc0000000u, NULL);
+    t = resolve(cfg, "three", 5, 0xc0000000u, NULL);
     assert_string_equal(t->model, "c");
-    t = sl_route_model(cfg, "three", 5, 0xffffffffu, NULL);
+    t = resolve(cfg, "three", 5, 0xffffffffu, NULL);
     assert_string_equal(t->model, "c");
     count_choices(cfg, "three", names, counts, 3, 1000);
     assert_int_equal(counts[0], 250);
@@ -135,7 +153,7 @@ test_single_target_is_always_chosen(void **state) {
     const sl_config_t *cfg = *state;
     const sl_target_t *t;
 
-    t = sl_route_model(cfg, "one", 3, 0xffffffffu, NULL);
+    t = resolve(cfg, "one", 3, 0xffffffffu, NULL);
     assert_ptr_equal(t, &sl_config_model(cfg, "one", 3)->targets[0]);
     assert_string_equal(t->model, "solo");
     assert_string_equal(t->provider->name, "mock");
@@ -146,10 +164,10 @@ test_unknown_model_is_null(void **state) {
     const sl_config_t *cfg = *state;
     sl_target_t direct;
 
-    assert_null(sl_route_model(cfg, "gpt-5", 5, 0, &direct));
-    assert_null(sl_route_model(cfg, "smar", 4, 0, &direct));
-    assert_null(sl_route_model(cfg, "smartest", 8, 0, &direct));
-    assert_null(sl_route_model(cfg, "", 0, 0, &direct));
+    assert_null(resolve(cfg, "gpt-5", 5, 0, &direct));
+    assert_null(resolve(cfg, "smar", 4, 0, &direct));
+    assert_null(resolve(cfg, "smartest", 8, 0, &direct));
+    assert_null(resolve(cfg, "", 0, 0, &direct));
 }
 
 static void
@@ -160,7 +178,7 @@ test_direct_provider_model_points_into_the_input(void **state) {
     const sl_target_t *t;
 
     memset(&direct, 0xAB, sizeof(direct));
-    t = sl_route_model(cfg, in, strlen(in), 12345, &direct);
+    t = resolve(cfg, in, strlen(in), 12345, &direct);
     assert_ptr_equal(t, &direct);
     assert_ptr_equal(t->provider, sl_config_provider(cfg, "openai", 6));
     assert_ptr_equal(t->model, in + 7);
@@ -169,7 +187,7 @@ test_direct_provider_model_points_into_the_input(void **state) {
 
     /* a model name may itself hold a '/': only the first one splits */
     in = "mock/org/model";
-    t = sl_route_model(cfg, in, strlen(in), 0, &direct);
+    t = resolve(cfg, in, strlen(in), 0, &direct);
     assert_ptr_equal(t, &direct);
     assert_string_equal(t->provider->name, "mock");
     assert_string_equal(t->model, "org/model");
@@ -181,7 +199,7 @@ test_alias_wins_over_direct_form(void **state) {
     sl_target_t direct;
     const sl_target_t *t;
 
-    t = sl_route_model(cfg, "mock/aliased", 12, 0, &direct);
+    t = resolve(cfg, "mock/aliased", 12, 0, &direct);
     assert_non_null(t);
     assert_ptr_not_equal(t, &direct);
     assert_string_equal(t->model, "real");
@@ -193,13 +211,13 @@ test_direct_form_with_unknown_or_empty_parts_is_null(void **state) {
     const sl_config_t *cfg = *state;
     sl_target_t direct;
 
-    assert_null(sl_route_model(cfg, "nope/gpt-4o", 11, 0, &direct));
-    assert_null(sl_route_model(cfg, "OpenAI/gpt-4o", 13, 0, &direct));
-    assert_null(sl_route_model(cfg, "openai/", 7, 0, &direct));
-    assert_null(sl_route_model(cfg, "/gpt-4o", 7, 0, &direct));
-    assert_null(sl_route_model(cfg, "openai", 6, 0, &direct));
+    assert_null(resolve(cfg, "nope/gpt-4o", 11, 0, &direct));
+    assert_null(resolve(cfg, "OpenAI/gpt-4o", 13, 0, &direct));
+    assert_null(resolve(cfg, "openai/", 7, 0, &direct));
+    assert_null(resolve(cfg, "/gpt-4o", 7, 0, &direct));
+    assert_null(resolve(cfg, "openai", 6, 0, &direct));
     /* the length bounds the string: "openai/x" cut before the model */
-    assert_null(sl_route_model(cfg, "openai/x", 7, 0, &direct));
+    assert_null(resolve(cfg, "openai/x", 7, 0, &direct));
 }
 
 static void
@@ -212,7 +230,7 @@ test_direct_form_refused_when_disabled(void **state) {
     (void)state;
 
     assert_int_equal(sl_config_load_string(off, strlen(off), &cfg, NULL), 0);
-    assert_null(sl_route_model(cfg, "mock/echo", 9, 0, &direct));
+    assert_null(resolve(cfg, "mock/echo", 9, 0, &direct));
     sl_config_free(cfg);
 }
 
