@@ -4,6 +4,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memmem */
 #endif
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -74,6 +75,63 @@ name_is(const char *name, size_t n, const char *want)
     return strlen(want) == n && strncasecmp(name, want, n) == 0;
 }
 
+/* `fail_times=KEY:N:MODE`: the first N requests that carry KEY fail with
+ * MODE (an HTTP status, "hang", "garbage" or "cut1": a stream cut after its
+ * first event), later ones succeed. It lets a test make one attempt fail
+ * and the gateway's retry or fallback succeed. The counters are process
+ * wide. */
+#define FAIL_KEYS 64
+static struct {
+    char key[32];
+    long count;
+} fail_counters[FAIL_KEYS];
+static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int
+fail_turn(const char *key, size_t kn, long times)
+{
+    int fail = 0;
+    if (kn == 0 || kn >= sizeof(fail_counters[0].key))
+        return 0;
+    pthread_mutex_lock(&fail_lock);
+    for (int i = 0; i < FAIL_KEYS; i++) {
+        if (fail_counters[i].key[0] == '\0') {
+            memcpy(fail_counters[i].key, key, kn);
+            fail_counters[i].key[kn] = '\0';
+        }
+        if (strlen(fail_counters[i].key) == kn &&
+            memcmp(fail_counters[i].key, key, kn) == 0) {
+            fail = fail_counters[i].count++ < times;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&fail_lock);
+    return fail;
+}
+
+static void
+apply_fail_times(mock_directives_t *d, const char *v, size_t vn)
+{
+    const char *c1 = v ? memchr(v, ':', vn) : NULL;
+    const char *c2 = c1 ? memchr(c1 + 1, ':', vn - (size_t)(c1 + 1 - v)) : NULL;
+    if (c2 == NULL)
+        return;
+    long times = number(c1 + 1, (size_t)(c2 - c1 - 1), 0, 1000000);
+    const char *mode = c2 + 1;
+    size_t mn = vn - (size_t)(mode - v);
+    if (times < 0 || !fail_turn(v, (size_t)(c1 - v), times))
+        return;
+    long st;
+    if (name_is(mode, mn, "hang"))
+        d->hang = true;
+    else if (name_is(mode, mn, "garbage"))
+        d->garbage = true;
+    else if (name_is(mode, mn, "cut1"))
+        d->close_after = 1;
+    else if ((st = number(mode, mn, 100, 599)) >= 0)
+        d->status = (int)st;
+}
+
 /* Unknown names and malformed values are ignored: a typo must not turn into
  * a different failure than the one the test asked for. */
 static void
@@ -108,6 +166,8 @@ apply(mock_directives_t *d, const char *name, size_t nn, const char *v,
             d->words = x;
     } else if (name_is(name, nn, "frame")) {
         d->frame = frame_mode(v, vn);
+    } else if (name_is(name, nn, "fail_times")) {
+        apply_fail_times(d, v, vn);
     } else if (name_is(name, nn, "tool")) {
         if (v && vn > 0 && vn < sizeof(d->tool)) {
             memcpy(d->tool, v, vn);
