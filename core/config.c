@@ -371,6 +371,62 @@ load_listen(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
 
 /* ---- providers ---- */
 
+int
+sl_url_safe(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' ||
+              ch == '_' || ch == ':'))
+            return 0;
+    }
+    return n > 0;
+}
+
+static int
+url_safe(const char *s)
+{
+    return sl_url_safe(s, strlen(s));
+}
+
+static char *
+join3(const char *a, const char *b, const char *c, const char *d,
+      const char *e)
+{
+    size_t n = strlen(a) + strlen(b) + strlen(c) + strlen(d) + strlen(e);
+    char *out = malloc(n + 1);
+    if (out != NULL)
+        snprintf(out, n + 1, "%s%s%s%s%s", a, b, c, d, e);
+    return out;
+}
+
+int
+sl_target_urls(const sl_provider_t *pr, const char *model, char **chat,
+               char **stream, char **embeddings)
+{
+    *chat = *stream = *embeddings = NULL;
+    if (pr->type != SL_PROVIDER_AZURE && pr->type != SL_PROVIDER_GEMINI)
+        return 0;
+    if (!url_safe(model) || pr->base_url == NULL)
+        return SL_EINVAL;
+    if (pr->type == SL_PROVIDER_AZURE) {
+        const char *v = pr->api_version ? pr->api_version : "2024-10-21";
+        *chat = join3(pr->base_url, "/openai/deployments/", model,
+                      "/chat/completions?api-version=", v);
+        *embeddings = join3(pr->base_url, "/openai/deployments/", model,
+                            "/embeddings?api-version=", v);
+    } else {
+        *chat = join3(pr->base_url, "/v1beta/models/", model,
+                      ":generateContent", "");
+        *stream = join3(pr->base_url, "/v1beta/models/", model,
+                        ":streamGenerateContent", "?alt=sse");
+        *embeddings = join3(pr->base_url, "/v1beta/models/", model,
+                            ":batchEmbedContents", "");
+    }
+    return 0;
+}
+
 static void
 load_base_url(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
     const char *s, *host;
@@ -378,17 +434,23 @@ load_base_url(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
     char p[256];
 
     int got = get_string(c, obj, path, "base_url",
-                         pr->type == SL_PROVIDER_OPENAI, &s);
-    if (got != 1 && pr->type == SL_PROVIDER_ANTHROPIC &&
-        member(obj, "base_url") == NULL) {
-        s = "https://api.anthropic.com";
-        got = 1;
+                         pr->type == SL_PROVIDER_OPENAI ||
+                             pr->type == SL_PROVIDER_AZURE,
+                         &s);
+    if (got != 1 && member(obj, "base_url") == NULL) {
+        if (pr->type == SL_PROVIDER_ANTHROPIC) {
+            s = "https://api.anthropic.com";
+            got = 1;
+        } else if (pr->type == SL_PROVIDER_GEMINI) {
+            s = "https://generativelanguage.googleapis.com";
+            got = 1;
+        }
     }
     if (got != 1)
         return;
     path_key(p, sizeof(p), path, "base_url");
     if (pr->type == SL_PROVIDER_MOCK) {
-        cfg_err(c, p, "only for types \"openai\" and \"anthropic\"");
+        cfg_err(c, p, "not for type \"mock\"");
         return;
     }
     if (strncmp(s, "http://", 7) == 0)
@@ -448,6 +510,10 @@ load_api_key(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
     pr->auth_header = cfg_concat(c,
                                  pr->type == SL_PROVIDER_ANTHROPIC
                                      ? "x-api-key: "
+                                 : pr->type == SL_PROVIDER_AZURE
+                                     ? "api-key: "
+                                 : pr->type == SL_PROVIDER_GEMINI
+                                     ? "x-goog-api-key: "
                                      : "Authorization: Bearer ",
                                  key);
 }
@@ -463,6 +529,7 @@ load_provider(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
                                        "mock_delay_ms",
                                        "anthropic_version",
                                        "default_max_tokens",
+                                       "api_version",
                                        NULL};
     const char *type;
     char p[256];
@@ -481,9 +548,15 @@ load_provider(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
             pr->type = SL_PROVIDER_MOCK;
         else if (strcmp(type, "anthropic") == 0)
             pr->type = SL_PROVIDER_ANTHROPIC;
+        else if (strcmp(type, "azure") == 0)
+            pr->type = SL_PROVIDER_AZURE;
+        else if (strcmp(type, "gemini") == 0)
+            pr->type = SL_PROVIDER_GEMINI;
         else {
             path_key(p, sizeof(p), path, "type");
-            cfg_err(c, p, "must be \"openai\", \"anthropic\" or \"mock\"");
+            cfg_err(c, p,
+                    "must be \"openai\", \"anthropic\", \"azure\", "
+                    "\"gemini\" or \"mock\"");
         }
     }
     load_base_url(c, pr, obj, path);
@@ -514,6 +587,19 @@ load_provider(ctx_t *c, sl_provider_t *pr, const cJSON *obj, const char *path) {
                 path_key(p, sizeof(p), path, anthropic_only[i]);
                 cfg_err(c, p, "only for type \"anthropic\"");
             }
+    }
+    if (pr->type == SL_PROVIDER_AZURE) {
+        if (dup_string(c, obj, path, "api_version", 0, &pr->api_version) ==
+                1 &&
+            pr->api_version != NULL && !url_safe(pr->api_version)) {
+            path_key(p, sizeof(p), path, "api_version");
+            cfg_err(c, p, "may hold only letters, digits, '.', '-', '_'");
+        }
+        if (pr->api_version == NULL)
+            pr->api_version = cfg_strdup(c, "2024-10-21");
+    } else if (member(obj, "api_version") != NULL) {
+        path_key(p, sizeof(p), path, "api_version");
+        cfg_err(c, p, "only for type \"azure\"");
     }
     if (member(obj, "mock_delay_ms") != NULL &&
         pr->type != SL_PROVIDER_MOCK) {
@@ -608,6 +694,15 @@ load_targets(ctx_t *c, sl_config_t *cfg, const cJSON *obj, const char *path,
             }
         }
         dup_string(c, el, p, "model", 1, &t->model);
+        if (t->provider != NULL && t->model != NULL &&
+            sl_target_urls(t->provider, t->model, &t->chat_url,
+                           &t->stream_url, &t->embeddings_url) != 0) {
+            char pp[256];
+            path_key(pp, sizeof(pp), p, "model");
+            cfg_err(c, pp,
+                    "may hold only letters, digits, '.', '-', '_', ':' "
+                    "for this provider type");
+        }
         if (get_int(c, el, p, "weight", 1, 1000000, &weight) == 1)
             t->weight = (unsigned)weight;
         get_int(c, el, p, "max_concurrency", 0, 1000000, &t->max_concurrency);
@@ -1028,6 +1123,9 @@ free_targets(sl_target_t *t, size_t n) {
     for (size_t i = 0; i < n; i++) {
         free(t[i].model);
         free(t[i].state);
+        free(t[i].chat_url);
+        free(t[i].stream_url);
+        free(t[i].embeddings_url);
     }
     free(t);
 }
@@ -1052,6 +1150,7 @@ sl_config_free(sl_config_t *cfg) {
         free(p->auth_header);
         free(p->messages_url);
         free(p->anthropic_version);
+        free(p->api_version);
     }
     free(cfg->providers);
     for (size_t i = 0; i < cfg->nmodels; i++) {

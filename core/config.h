@@ -10,6 +10,8 @@ typedef enum {
     SL_PROVIDER_OPENAI = 1, /* any OpenAI-compatible base_url */
     SL_PROVIDER_MOCK,       /* built in: answers in-process, no network */
     SL_PROVIDER_ANTHROPIC,  /* the Messages API */
+    SL_PROVIDER_AZURE,      /* Azure OpenAI: deployment URLs, api-key */
+    SL_PROVIDER_GEMINI,     /* Google's generateContent API */
 } sl_provider_type_t;
 
 typedef struct sl_provider {
@@ -32,6 +34,7 @@ typedef struct sl_provider {
     char *messages_url;         /* base_url + "/v1/messages" */
     char *anthropic_version;    /* anthropic-version header, "2023-06-01" */
     long default_max_tokens;    /* when the client sets none; 4096 */
+    char *api_version; /* azure only: the api-version query, "2024-10-21" */
 } sl_provider_t;
 
 struct sl_target_state; /* live counters and breaker (core/balancer.h) */
@@ -41,6 +44,11 @@ typedef struct {
     char *model;             /* the provider's model name */
     unsigned weight;         /* >= 1, default 1 */
     long max_concurrency;    /* calls in flight at once; 0 = unlimited */
+    /* Built at load where the URL depends on the model (azure deployments,
+     * gemini models); NULL means the provider's URL. */
+    char *chat_url;
+    char *stream_url;
+    char *embeddings_url;
     /* Shared by workers through atomics; NULL for a direct provider/model
      * target, which has no breaker. Lives as long as the config. */
     struct sl_target_state *state;
@@ -153,5 +161,13 @@ const sl_model_t *sl_config_model(const sl_config_t *cfg, const char *name,
                                   size_t len);
 const sl_provider_t *sl_config_provider(const sl_config_t *cfg,
                                         const char *name, size_t len);
+
+/* Non-zero when s[0..n) may stand in a URL path as it is: letters, digits,
+ * '.', '-', '_', ':'. */
+int sl_url_safe(const char *s, size_t n);
+/* The per-target URLs of azure and gemini targets (malloc'd; all NULL for
+ * other types). SL_EINVAL when the model name is not URL-safe. */
+int sl_target_urls(const sl_provider_t *pr, const char *model, char **chat,
+                   char **stream, char **embeddings);
 
 #endif

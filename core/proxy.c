@@ -317,6 +317,31 @@ now_ms(void)
     return (int64_t)(sl_now_us() / 1000u);
 }
 
+const char *
+sl_call_url(sl_call_t *k)
+{
+    const sl_target_t *t = k->target;
+    const sl_provider_t *p = t->provider;
+    int stream = k->stream && k->kind == SL_CALL_CHAT;
+    char *chat = t->chat_url, *sse = t->stream_url, *emb = t->embeddings_url;
+    if (chat == NULL && (p->type == SL_PROVIDER_AZURE ||
+                         p->type == SL_PROVIDER_GEMINI)) {
+        /* A direct provider/model target: its URL is built now. */
+        if (sl_target_urls(p, t->model, &chat, &sse, &emb) != 0)
+            return NULL;
+        sl_arena_cleanup_add(k->r->arena, free, chat);
+        sl_arena_cleanup_add(k->r->arena, free, sse);
+        sl_arena_cleanup_add(k->r->arena, free, emb);
+    }
+    if (k->kind == SL_CALL_EMBEDDINGS)
+        return emb != NULL ? emb : p->embeddings_url;
+    if (stream && sse != NULL)
+        return sse;
+    if (chat != NULL)
+        return chat;
+    return p->type == SL_PROVIDER_ANTHROPIC ? p->messages_url : p->chat_url;
+}
+
 void
 sl_call_release(sl_call_t *k, int success)
 {
@@ -361,6 +386,7 @@ attempt(sl_call_t *k)
             sl_mock_start(k);
             break;
         case SL_PROVIDER_OPENAI:
+        case SL_PROVIDER_AZURE:
         default:
             sl_openai_start(k);
             break;

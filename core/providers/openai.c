@@ -342,8 +342,16 @@ sl_openai_start(sl_call_t *k)
         }
         k->sse_ready = 1;
     }
+    const char *url = sl_call_url(k);
+    if (url == NULL) {
+        sl_response_error(r, 400,
+                          "the model name may hold only letters, digits, "
+                          "'.', '-', '_' and ':' for this provider",
+                          "invalid_model");
+        return;
+    }
     sl_upcall_params_t params = {
-        .url = k->kind == SL_CALL_CHAT ? p->chat_url : p->embeddings_url,
+        .url = url,
         .headers = k->stream ? srv->provider_stream_headers[idx]
                              : srv->provider_headers[idx],
         .body = body,

@@ -59,6 +59,9 @@ void sl_mock_start(sl_call_t *k);
  * the adapter should answer with this failure. */
 int sl_call_retry(sl_call_t *k, int result, int status,
                   const char *retry_after);
+/* The URL this attempt posts to; NULL when a direct model name cannot
+ * stand in a URL. */
+const char *sl_call_url(sl_call_t *k);
 /* Gives the target's slot back; success feeds its breaker. Idempotent. */
 void sl_call_release(sl_call_t *k, int success);
 

@@ -250,3 +250,4 @@ def test_no_silent_switch_after_the_first_token(gateway, mock):
     assert json.loads(events[-1])["error"]["code"] == "upstream_stream_cut"
     assert len(mock.requests()) == before + 1  # the backup was never asked
     assert r.header("x-sluice-model") == "primary"
+

@@ -203,6 +203,30 @@ method_is(const mock_req_t *r, const char *m)
     return strcmp(r->method, m) == 0;
 }
 
+/* Azure OpenAI: /openai/deployments/NAME/(chat/completions|embeddings)
+ * with an api-version query; answered like the OpenAI endpoints. Returns
+ * the suffix after the deployment name, or NULL. */
+static const char *
+azure_suffix(const mock_req_t *r)
+{
+    static const char pre[] = "/openai/deployments/";
+    size_t n = sizeof(pre) - 1;
+    if (r->path_len <= n || strncmp(r->target, pre, n) != 0 ||
+        strstr(r->target + r->path_len, "api-version=") == NULL)
+        return NULL;
+    const char *slash = memchr(r->target + n, '/', r->path_len - n);
+    return slash;
+}
+
+static bool
+azure_is(const mock_req_t *r, const char *suffix)
+{
+    const char *s = azure_suffix(r);
+    size_t n = strlen(suffix);
+    return s != NULL && s + n == r->target + r->path_len &&
+           strncmp(s, suffix, n) == 0;
+}
+
 void
 mock_route(const mock_req_t *r, mock_plan_t *p)
 {
@@ -210,11 +234,16 @@ mock_route(const mock_req_t *r, mock_plan_t *p)
     if (!is_mock)
         atomic_fetch_add_explicit(&mock_stats.requests, 1,
                                   memory_order_relaxed);
-    if (r->path_len >= 4 && strncmp(r->target, "/v1/", 4) == 0)
+    if ((r->path_len >= 4 && strncmp(r->target, "/v1/", 4) == 0) ||
+        azure_suffix(r) != NULL)
         mock_journal_record(r);
 
-    if (mock_req_path_is(r, "/v1/chat/completions") && method_is(r, "POST"))
+    if ((mock_req_path_is(r, "/v1/chat/completions") ||
+         azure_is(r, "/chat/completions")) &&
+        method_is(r, "POST"))
         mock_handle_chat(r, p);
+    else if (azure_is(r, "/embeddings") && method_is(r, "POST"))
+        mock_handle_embeddings(r, p);
     else if (mock_req_path_is(r, "/v1/messages") && method_is(r, "POST"))
         mock_handle_messages(r, p);
     else if (mock_req_path_is(r, "/v1/embeddings") && method_is(r, "POST"))
