@@ -524,13 +524,56 @@ test_anthropic_provider_gets_its_defaults_and_header(void **state) {
 }
 
 static void
+test_azure_and_gemini_targets_get_their_urls(void **state) {
+    (void)state;
+    assert_int_equal(
+        load("{" LISTEN ",'providers':{"
+             "'az':{'type':'azure','base_url':'https://r.openai.azure.com/'},"
+             "'g':{'type':'gemini'}},"
+             "'models':{'a':{'targets':[{'provider':'az','model':'dep-1'}]},"
+             "'g':{'targets':[{'provider':'g','model':'gemini-2.0-flash'}]}}}"),
+        0);
+    const sl_target_t *a = &cfg->models[0].targets[0];
+    assert_string_equal(a->chat_url,
+                        "https://r.openai.azure.com/openai/deployments/dep-1/"
+                        "chat/completions?api-version=2024-10-21");
+    assert_string_equal(a->embeddings_url,
+                        "https://r.openai.azure.com/openai/deployments/dep-1/"
+                        "embeddings?api-version=2024-10-21");
+    const sl_target_t *g = &cfg->models[1].targets[0];
+    assert_string_equal(g->chat_url,
+                        "https://generativelanguage.googleapis.com/v1beta/"
+                        "models/gemini-2.0-flash:generateContent");
+    assert_string_equal(g->stream_url,
+                        "https://generativelanguage.googleapis.com/v1beta/"
+                        "models/gemini-2.0-flash:streamGenerateContent"
+                        "?alt=sse");
+    /* A deployment name that would change the URL is refused. */
+    assert_int_not_equal(
+        load("{" LISTEN ",'providers':{"
+             "'az':{'type':'azure','base_url':'https://r.example'}},"
+             "'models':{'a':{'targets':[{'provider':'az',"
+             "'model':'x/../y?z'}]}}}"),
+        0);
+    assert_error("$.models.a.targets[0].model", "may hold only");
+    /* azure needs a base_url; api_version is azure's alone. */
+    assert_int_not_equal(load("{" LISTEN ",'providers':{'az':{'type':'azure'},"
+                              "'o':{'type':'openai','base_url':'http://x',"
+                              "'api_version':'1'}}}"),
+                         0);
+    assert_error("$.providers.az.base_url", "required");
+    assert_error("$.providers.o.api_version", "only for type");
+}
+
+static void
 test_provider_fields_are_checked(void **state) {
     (void)state;
     assert_only_error("{" LISTEN ",'providers':{'p':{}}}", "$.providers.p.type",
                       "required");
-    assert_only_error("{" LISTEN ",'providers':{'p':{'type':'gemini'}}}",
+    assert_only_error("{" LISTEN ",'providers':{'p':{'type':'vertex'}}}",
                       "$.providers.p.type",
-                      "must be \"openai\", \"anthropic\" or \"mock\"");
+                      "must be \"openai\", \"anthropic\", \"azure\", "
+                      "\"gemini\" or \"mock\"");
     assert_only_error("{" LISTEN ",'providers':{'p':{'type':'openai'}}}",
                       "$.providers.p.base_url", "required");
     assert_only_error("{" LISTEN ",'providers':{'p':{'type':'openai',"
@@ -545,7 +588,7 @@ test_provider_fields_are_checked(void **state) {
     assert_only_error("{" LISTEN ",'providers':{'p':{'type':'mock',"
                       "'base_url':'https://x'}}}",
                       "$.providers.p.base_url",
-                      "only for types \"openai\" and \"anthropic\"");
+                      "not for type \"mock\"");
     assert_only_error("{" LISTEN ",'providers':{'p':{'type':'openai',"
                       "'base_url':'https://x','mock_delay_ms':5}}}",
                       "$.providers.p.mock_delay_ms", "only for type \"mock\"");
@@ -751,6 +794,7 @@ main(void) {
         T(test_listen_addresses_are_checked),
         T(test_provider_fields_are_checked),
         T(test_anthropic_provider_gets_its_defaults_and_header),
+        T(test_azure_and_gemini_targets_get_their_urls),
         T(test_model_targets_are_checked),
         T(test_routes_are_checked),
         T(test_access_log_accepts_off_and_paths),
