@@ -100,11 +100,47 @@ chat_answer(sl_call_t *k, sl_mock_t *m)
                      body, strlen(body));
 }
 
+/* encoding_format "base64": little-endian float32s, base64 encoded, as
+ * OpenAI answers (the openai SDKs ask for it by default). */
+static cJSON *
+base64_floats(const double *v, int n)
+{
+    static const char tbl[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned char raw[64];
+    char out[96];
+    size_t len = 0, o = 0;
+    for (int i = 0; i < n && len + 4 <= sizeof(raw); i++) {
+        float f = (float)v[i];
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        for (int b = 0; b < 4; b++)
+            raw[len++] = (unsigned char)(u >> (8 * b));
+    }
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t w = (uint32_t)raw[i] << 16;
+        if (i + 1 < len)
+            w |= (uint32_t)raw[i + 1] << 8;
+        if (i + 2 < len)
+            w |= raw[i + 2];
+        out[o++] = tbl[(w >> 18) & 63];
+        out[o++] = tbl[(w >> 12) & 63];
+        out[o++] = i + 1 < len ? tbl[(w >> 6) & 63] : '=';
+        out[o++] = i + 2 < len ? tbl[w & 63] : '=';
+    }
+    out[o] = '\0';
+    return cJSON_CreateString(out);
+}
+
 static void
 embeddings_answer(sl_call_t *k, sl_mock_t *m)
 {
     sl_request_t *r = k->r;
     const cJSON *input = cJSON_GetObjectItemCaseSensitive(k->json, "input");
+    const cJSON *fmt =
+        cJSON_GetObjectItemCaseSensitive(k->json, "encoding_format");
+    int base64 =
+        cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "object", "list");
     cJSON *data = cJSON_AddArrayToObject(root, "data");
@@ -127,7 +163,9 @@ embeddings_answer(sl_call_t *k, sl_mock_t *m)
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "object", "embedding");
         cJSON_AddNumberToObject(e, "index", i);
-        cJSON_AddItemToObject(e, "embedding", cJSON_CreateDoubleArray(v, 8));
+        cJSON_AddItemToObject(e, "embedding",
+                              base64 ? base64_floats(v, 8)
+                                     : cJSON_CreateDoubleArray(v, 8));
         cJSON_AddItemToArray(data, e);
     }
     cJSON_AddStringToObject(root, "model", r->model);

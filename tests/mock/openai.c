@@ -251,9 +251,40 @@ root2(double x)
     return r;
 }
 
+/* encoding_format "base64": the floats as little-endian float32, base64
+ * encoded, as OpenAI sends them (the openai SDKs ask for this by default). */
+static void
+add_base64_floats(mock_buf_t *b, const double *v, int n)
+{
+    static const char tbl[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned char raw[64];
+    size_t len = 0;
+    for (int i = 0; i < n && len + 4 <= sizeof(raw); i++) {
+        float f = (float)v[i];
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        for (int k = 0; k < 4; k++)
+            raw[len++] = (unsigned char)(u >> (8 * k));
+    }
+    mock_buf_adds(b, "\"");
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t w = (uint32_t)raw[i] << 16;
+        if (i + 1 < len)
+            w |= (uint32_t)raw[i + 1] << 8;
+        if (i + 2 < len)
+            w |= raw[i + 2];
+        char out[5] = {tbl[(w >> 18) & 63], tbl[(w >> 12) & 63],
+                       i + 1 < len ? tbl[(w >> 6) & 63] : '=',
+                       i + 2 < len ? tbl[w & 63] : '=', 0};
+        mock_buf_adds(b, out);
+    }
+    mock_buf_adds(b, "\"");
+}
+
 /* A deterministic unit vector from the text: FNV-1a seeds splitmix64. */
 static void
-add_embedding(mock_buf_t *b, const char *text, size_t n)
+add_embedding(mock_buf_t *b, const char *text, size_t n, bool base64)
 {
     uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < n; i++) {
@@ -271,6 +302,12 @@ add_embedding(mock_buf_t *b, const char *text, size_t n)
         norm += v[i] * v[i];
     }
     norm = root2(norm);
+    if (base64) {
+        for (int i = 0; i < 8; i++)
+            v[i] = norm > 0 ? v[i] / norm : 0;
+        add_base64_floats(b, v, 8);
+        return;
+    }
     mock_buf_adds(b, "[");
     for (int i = 0; i < 8; i++)
         mock_buf_printf(b, i ? ",%.6f" : "%.6f", norm > 0 ? v[i] / norm : 0);
@@ -330,6 +367,8 @@ mock_handle_embeddings(const mock_req_t *r, mock_plan_t *p)
     mock_buf_t *b = &p->body;
     long tokens = 0;
     int index = 0;
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "encoding_format");
+    bool base64 = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0;
     mock_buf_adds(b, "{\"object\":\"list\",\"data\":[");
     cJSON_ArrayForEach(x, input) {
         mock_buf_printf(b,
@@ -340,12 +379,12 @@ mock_handle_embeddings(const mock_req_t *r, mock_plan_t *p)
         if (cJSON_IsString(x)) {
             size_t n, len = strlen(x->valuestring);
             char *clean = mock_strip_directives(x->valuestring, len, &n);
-            add_embedding(b, clean, n);
+            add_embedding(b, clean, n, base64);
             free(clean);
             tokens += (long)mock_count_words(x->valuestring, len);
         } else {
             char *json = cJSON_PrintUnformatted(x);
-            add_embedding(b, json, strlen(json));
+            add_embedding(b, json, strlen(json), base64);
             free(json);
             tokens += cJSON_GetArraySize(x);
         }
