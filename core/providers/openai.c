@@ -116,6 +116,10 @@ on_data(void *ud, int status, const char *data, size_t len)
         k->sse_on = ct != NULL && strncmp(ct, "text/event-stream", 17) == 0;
     }
     if (k->sse_on) {
+        /* The same cap as for whole answers bounds a stream's size. */
+        k->stream_bytes += len;
+        if (k->stream_bytes > r->cfg->limits.max_response_bytes)
+            return 1;
         int rc = sl_sse_feed(&k->sse, data, len, on_event, k);
         if (rc == 0 && k->want_pause) {
             /* The client reads slower than the upstream writes: hold the
@@ -216,11 +220,14 @@ on_done(void *ud, int result, int status, const char *why)
         sl_call_release(k, 0);
         const char *msg =
             result == SL_ETIMEDOUT ? "the upstream timed out mid-stream"
+            : result == SL_EINVAL  ? "the upstream stream is larger than "
+                                     "limits.max_response_bytes"
             : result != 0 && why != NULL
                 ? sl_arena_printf(r->arena, "upstream stream failed: %s", why)
                 : "upstream stream ended before it was complete";
         sl_call_stream_fail(k, msg ? msg : "upstream stream failed",
                             result == SL_ETIMEDOUT ? "upstream_timeout"
+                            : result == SL_EINVAL  ? "upstream_response_too_large"
                                                    : "upstream_stream_cut");
         return;
     }
@@ -317,6 +324,7 @@ sl_openai_start(sl_call_t *k)
     }
     /* Per-attempt state: a retry starts clean. */
     k->sse_on = k->done_seen = k->want_pause = 0;
+    k->stream_bytes = 0;
     if (k->body != NULL) {
         evbuffer_drain(k->body, evbuffer_get_length(k->body));
     } else {

@@ -38,6 +38,7 @@ typedef struct sl_call {
     sl_sse_t sse;
     int sse_ready;   /* sse is initialised (freed with the arena) */
     int sse_on;      /* this attempt's answer is an event stream */
+    size_t stream_bytes; /* of this attempt's stream so far */
     int done_seen;   /* the upstream sent data: [DONE] */
     int forwarded;   /* events sent to the client */
     int want_pause;  /* the client's buffer is over its high-water mark */

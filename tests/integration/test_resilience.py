@@ -251,3 +251,14 @@ def test_no_silent_switch_after_the_first_token(gateway, mock):
     assert len(mock.requests()) == before + 1  # the backup was never asked
     assert r.header("x-sluice-model") == "primary"
 
+
+
+def test_stream_larger_than_the_response_cap_ends_with_an_error(gateway):
+    gw = gateway(limits={"max_response_bytes": 20000})
+    r = chat(gw.port, "[mock:words=5000]", stream=True)
+    assert r.status == 200, r
+    events = sse_data(r.body)
+    assert "[DONE]" not in events
+    err = json.loads(events[-1])["error"]
+    assert err["code"] == "upstream_response_too_large"
+    assert len(r.body) < 40000
