@@ -318,8 +318,15 @@ sl_response_stream_event(sl_request_t *r, const char *event, size_t event_len,
     else
         evbuffer_add(out, "\n\n", 2);
     r->bytes_out += body;
-    conn_flush(c);
     return evbuffer_get_length(out) > SL_OUT_HIGH;
+}
+
+int
+sl_response_flush(sl_request_t *r)
+{
+    sl_conn_t *c = r->conn;
+    conn_flush(c);
+    return evbuffer_get_length(c->out) > SL_OUT_HIGH;
 }
 
 void

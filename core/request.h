@@ -75,11 +75,14 @@ void sl_response_error_with(sl_request_t *r, int status, const char *message,
                             const char *code, const char *extra_headers);
 void sl_response_stream_start(sl_request_t *r, int status,
                               const char *extra_headers);
-/* One SSE event: "event: E\n" when event is not NULL, then "data: D\n\n".
- * Returns non-zero when the client's buffer is over the high-water mark:
+/* Queues one SSE event: "event: E\n" when event is not NULL, then
+ * "data: D\n\n"; sl_response_flush sends it. Returns non-zero when the client's buffer is over the high-water mark:
  * the caller should pause its source until r->resume is called. */
 int sl_response_stream_event(sl_request_t *r, const char *event,
                              size_t event_len, const char *data, size_t len);
+/* Writes what the stream has queued: one syscall for all the events one
+ * upstream read produced. Returns non-zero like stream_event. */
+int sl_response_flush(sl_request_t *r);
 /* Ends the stream. When !clean, the caller has written an error event and
  * the connection is closed after the last byte. */
 void sl_response_stream_end(sl_request_t *r, int clean);

@@ -261,7 +261,10 @@ stream_step(evutil_socket_t fd, short what, void *arg)
             sl_response_error(r, 503, "out of memory", "server_busy");
         return;
     }
-    if (sl_call_forward(k, ev, strlen(ev))) {
+    int full = sl_call_forward(k, ev, strlen(ev));
+    if (r->responded)
+        full |= sl_response_flush(r);
+    if (full) {
         r->paused = 1; /* resume re-arms the timer */
         return;
     }

@@ -121,6 +121,8 @@ on_data(void *ud, int status, const char *data, size_t len)
         if (k->stream_bytes > r->cfg->limits.max_response_bytes)
             return 1;
         int rc = sl_sse_feed(&k->sse, data, len, on_event, k);
+        if (r->responded)
+            k->want_pause |= sl_response_flush(r);
         if (rc == 0 && k->want_pause) {
             /* The client reads slower than the upstream writes: hold the
              * upstream instead of buffering without bound. */
