@@ -964,6 +964,27 @@ load_limits(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
 }
 
 static void
+load_admin(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
+    static const char *const keys[] = {"addr", "token_env", NULL};
+    const char *addr = "127.0.0.1:9090";
+    char p[256];
+
+    if (v != NULL && want_object(c, v, "$.admin")) {
+        check_keys(c, v, "$.admin", keys);
+        get_string(c, v, "$.admin", "addr", 0, &addr);
+        dup_string(c, v, "$.admin", "token_env", 0, &cfg->admin_token_env);
+    }
+    path_key(p, sizeof(p), "$.admin", "addr");
+    parse_listen_addr(c, p, addr, &cfg->admin);
+    if (cfg->admin_token_env == NULL)
+        cfg->admin_token_env = cfg_strdup(c, "SLUICE_ADMIN_TOKEN");
+    const char *tok =
+        cfg->admin_token_env ? getenv(cfg->admin_token_env) : NULL;
+    if (tok != NULL && tok[0] != '\0')
+        cfg->admin_token = cfg_strdup(c, tok);
+}
+
+static void
 load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
     static const char *const keys[] = {
         "listen",  "workers",   "data_dir",   "admin",
@@ -986,9 +1007,7 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
     if (dup_string(c, root, "$", "data_dir", 0, &cfg->data_dir) == 0)
         cfg->data_dir = cfg_strdup(c, "./data");
 
-    /* Filled by later issues; only their shape is checked for now. */
-    if ((v = member(root, "admin")) != NULL)
-        want_object(c, v, "$.admin");
+    load_admin(c, cfg, member(root, "admin"));
     if ((v = member(root, "plugins")) != NULL)
         want_object(c, v, "$.plugins");
 
@@ -1059,6 +1078,7 @@ load_string(ctx_t *c, const char *path, const char *json, size_t len,
     if (cfg != NULL) {
         if (path != NULL)
             cfg->path = cfg_strdup(c, path);
+        cfg->source = cfg_strndup(c, json, len);
         load_root(c, cfg, root);
     }
     cJSON_Delete(root);
@@ -1171,6 +1191,11 @@ sl_config_free(sl_config_t *cfg) {
     free(cfg->path);
     free(cfg->data_dir);
     free(cfg->access_log);
+    free(cfg->admin.addr);
+    free(cfg->admin.host);
+    free(cfg->admin_token_env);
+    free(cfg->admin_token);
+    free(cfg->source);
     free(cfg);
 }
 

@@ -124,6 +124,12 @@ typedef struct sl_config {
     size_t nroutes;
     sl_limits_t limits;
     char *access_log; /* "stderr" (default), "off", or a file path */
+    /* The admin listener: off (admin_token NULL) unless the variable named
+     * by admin.token_env is set; an admin without a token is never open. */
+    sl_listen_t admin;    /* admin.addr, default 127.0.0.1:9090 */
+    char *admin_token_env; /* default "SLUICE_ADMIN_TOKEN" */
+    char *admin_token;
+    char *source; /* the file's JSON text, for GET /admin/config */
 } sl_config_t;
 
 /* One validation error: the JSON path ("$.providers.openai.base_url") and

@@ -357,6 +357,13 @@ conn_fail(sl_conn_t *c, int status, const char *why, const char *code)
     sl_response_error(r, status, why, code);
 }
 
+static void
+release_snapshot(void *arg)
+{
+    sl_request_t *r = arg;
+    sl_snapshot_release(r->snap, r->w->id);
+}
+
 static sl_request_t *
 request_new(sl_conn_t *c)
 {
@@ -365,8 +372,13 @@ request_new(sl_conn_t *c)
         return NULL;
     r->conn = c;
     r->w = c->w;
-    r->cfg = c->w->srv->cfg;
+    r->snap = c->w->snap;
+    r->cfg = r->snap->cfg;
     r->arena = c->arena;
+    /* The request keeps its snapshot until it ends, reloads or not. */
+    if (sl_arena_cleanup_add(c->arena, release_snapshot, r) != 0)
+        return NULL;
+    sl_snapshot_hold(r->snap, c->w->id);
     r->prompt_tokens = r->completion_tokens = r->total_tokens = -1;
     c->req = r;
     return r;
@@ -397,7 +409,7 @@ read_head(sl_conn_t *c)
         return 0;
     if (c->timer_kind == TIMER_IDLE)
         timer_set(c, TIMER_HEADER);
-    const sl_limits_t *lim = &c->w->srv->cfg->limits;
+    const sl_limits_t *lim = &c->w->snap->cfg->limits;
     size_t n = avail < lim->max_header_bytes + 1 ? avail
                                                  : lim->max_header_bytes + 1;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
@@ -458,7 +470,7 @@ read_body(sl_conn_t *c)
 {
     sl_request_t *r = c->req;
     struct evbuffer *in = c->in;
-    const sl_limits_t *lim = &c->w->srv->cfg->limits;
+    const sl_limits_t *lim = &c->w->snap->cfg->limits;
     if (!r->http.chunked) {
         size_t need = r->http.content_length > 0
                           ? (size_t)r->http.content_length
@@ -585,7 +597,7 @@ on_readable(evutil_socket_t fd, short what, void *arg)
     }
     if (c->state == SL_CONN_HANDLING) {
         /* Pipelined bytes wait for their turn, within a bound. */
-        const sl_limits_t *lim = &c->w->srv->cfg->limits;
+        const sl_limits_t *lim = &c->w->snap->cfg->limits;
         if (evbuffer_get_length(c->in) >
             lim->max_header_bytes + lim->max_body_bytes)
             event_del(c->rev);

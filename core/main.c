@@ -94,8 +94,7 @@ main(int argc, char **argv)
         sl_config_free(cfg);
         return 1;
     }
-    int rc = sl_server_run(cfg);
-    sl_config_free(cfg);
+    int rc = sl_server_run(file, cfg); /* takes cfg */
     curl_global_cleanup();
     libevent_global_shutdown();
     return rc;

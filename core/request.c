@@ -3,6 +3,7 @@
 #include "proxy.h"
 #include "router.h"
 
+#include "admin.h"
 #include "worker.h"
 
 #include <cjson/cJSON.h>
@@ -29,7 +30,7 @@ is_get(const sl_request_t *r)
 static void
 models_list(sl_request_t *r)
 {
-    const char *body = r->w->srv->models_json;
+    const char *body = r->snap->models_json;
     sl_response_send(r, 200, "application/json", NULL, body, strlen(body));
 }
 
@@ -56,6 +57,10 @@ sl_models_json_build(const sl_config_t *cfg)
 void
 sl_request_handle(sl_request_t *r)
 {
+    if (r->w->admin) {
+        sl_admin_handle(r);
+        return;
+    }
     r->route = sl_route_match(r->cfg, r->http.path, r->http.path_len);
     if (r->route == NULL) {
         sl_response_error(r, 404, "no route for this path", "not_found");

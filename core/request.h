@@ -11,13 +11,15 @@
 
 struct sl_conn;
 struct sl_worker;
+struct sl_snapshot;
 
 typedef struct sl_request sl_request_t;
 
 struct sl_request {
     struct sl_conn *conn;
     struct sl_worker *w;
-    const sl_config_t *cfg;
+    struct sl_snapshot *snap; /* held until the request ends */
+    const sl_config_t *cfg;   /* snap->cfg */
     sl_arena_t *arena;
     sl_http_request_t http;
     char *body;

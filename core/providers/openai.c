@@ -309,7 +309,7 @@ sl_openai_start(sl_call_t *k)
 {
     sl_request_t *r = k->r;
     const sl_provider_t *p = k->target->provider;
-    const sl_server_t *srv = r->w->srv;
+    const sl_snapshot_t *snap = r->snap;
     size_t idx = (size_t)(p - r->cfg->providers);
     const char *body = r->body;
     size_t len = r->body_len;
@@ -362,8 +362,8 @@ sl_openai_start(sl_call_t *k)
     }
     sl_upcall_params_t params = {
         .url = url,
-        .headers = k->stream ? srv->provider_stream_headers[idx]
-                             : srv->provider_headers[idx],
+        .headers = k->stream ? snap->provider_stream_headers[idx]
+                             : snap->provider_headers[idx],
         .body = body,
         .body_len = len,
         .connect_timeout_ms = p->connect_timeout_ms,
