@@ -6,7 +6,8 @@
 # because a benchmark on a shared box is a measurement, not a test.
 #
 # usage: bench/run.sh BUILD_DIR      (make bench passes the build dir)
-# env:   BENCH_DURATION (s, default 8), BENCH_WARMUP (s, default 2),
+# env:   BENCH_DURATION (s per row, default 8), BENCH_ROUNDS (default 4),
+#        BENCH_WARMUP (s, default 2),
 #        BENCH_STREAM=0 to skip the streaming rows, BENCH_PIN=0 not to pin
 #        CPUs, NGINX, WRK
 set -uo pipefail
@@ -18,6 +19,7 @@ DURATION=${BENCH_DURATION:-8}
 WARMUP=${BENCH_WARMUP:-2}
 STREAM=${BENCH_STREAM:-1}
 PIN=${BENCH_PIN:-1}
+ROUNDS=${BENCH_ROUNDS:-4}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
 MOCK_BIN=$BUILD/tests/mock/sluice-mock
@@ -171,65 +173,98 @@ wait_ok "$NGINX_URL" "$CHAT_BODY" || { cat "$TMP/nginx/error.log" >&2; die "ngin
 wait_ok "$SLUICE_URL" "$CHAT_BODY" || { cat "$TMP/sluice.out" >&2; die "sluice does not answer"; }
 
 # ---- measure ---------------------------------------------------------------
+#
+# Each row's time is split into ROUNDS slices and the targets take turns, so
+# a burst of background load hits all of them alike instead of one run.
+# A row reports total requests / total time and the median of the slices'
+# p50 and p99.
 
 declare -A RPS P50 P99 ERR
 ROWS=()
 
-# run_wrk KEY URL CONNS SECONDS BODY [record]
-run_wrk() {
-    local key=$1 url=$2 conns=$3 secs=$4 body=$5 record=${6:-1} out line
-    out=$(BENCH_BODY=$body "${CLIENT_CPU[@]}" "$WRK" -t1 -c"$conns" -d"${secs}s" --timeout 5s \
-        -s "$LUA" "$url" 2>&1)
+url_of() {
+    case $1 in
+    direct) echo "$DIRECT_URL" ;;
+    nginx) echo "$NGINX_URL" ;;
+    sluice) echo "$SLUICE_URL" ;;
+    esac
+}
+
+# wrk_once URL CONNS SECONDS BODY: prints wrk's RESULT line, or a line that
+# counts as one error when wrk gave none.
+wrk_once() {
+    local out line
+    out=$(BENCH_BODY=$4 "${CLIENT_CPU[@]}" "$WRK" -t1 -c"$2" -d"$3s" --timeout 5s \
+        -s "$LUA" "$1" 2>&1)
     line=$(grep '^RESULT ' <<<"$out" | tail -n1)
     if [ -z "$line" ]; then
-        echo "bench: wrk gave no result for $key:" >&2
+        echo "bench: wrk gave no result for $1:" >&2
         echo "$out" >&2
-        return 1
+        line="RESULT requests=0 duration_us=0 p50_us=0 p99_us=0 errors_wrk=1"
     fi
-    [ "$record" = 1 ] || return 0
-    local requests duration p50 p99 errs=0 kv k v
-    for kv in ${line#RESULT }; do
-        k=${kv%%=*}
-        v=${kv#*=}
-        case $k in
-        requests) requests=$v ;;
-        duration_us) duration=$v ;;
-        p50_us) p50=$v ;;
-        p99_us) p99=$v ;;
-        errors_*) errs=$((errs + v)) ;;
-        esac
-    done
-    RPS[$key]=$(awk -v r="$requests" -v d="$duration" 'BEGIN { printf "%.0f", r / (d / 1e6) }')
+    echo "$line"
+}
+
+# aggregate KEY FILE: one row from the RESULT lines in FILE.
+aggregate() {
+    local key=$1 rps p50 p99 err
+    read -r rps p50 p99 err < <(awk '
+        function median(a, n,   i, j, t) {
+            for (i = 2; i <= n; i++)
+                for (j = i; j > 1 && a[j - 1] > a[j]; j--) {
+                    t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
+                }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        {
+            for (i = 2; i <= NF; i++) {
+                split($i, kv, "=")
+                if (kv[1] == "requests") req += kv[2]
+                else if (kv[1] == "duration_us") dur += kv[2]
+                else if (kv[1] == "p50_us") p50[++n50] = kv[2]
+                else if (kv[1] == "p99_us") p99[++n99] = kv[2]
+                else if (kv[1] ~ /^errors_/) err += kv[2]
+            }
+        }
+        END {
+            rps = dur > 0 ? req / (dur / 1e6) : 0
+            printf "%.0f %.0f %.0f %d\n", rps, median(p50, n50),
+                median(p99, n99), err
+        }' "$2")
+    RPS[$key]=$rps
     P50[$key]=$p50
     P99[$key]=$p99
-    ERR[$key]=$errs
+    ERR[$key]=$err
     ROWS+=("$key")
 }
 
+# measure KIND CONNS SECONDS BODY: one row per target.
+measure() {
+    local kind=$1 conns=$2 secs=$3 body=$4 per r i t n=3
+    local targets=(direct nginx sluice)
+    per=$((secs / ROUNDS))
+    [ "$per" -ge 1 ] || per=1
+    echo "bench: $kind, $conns connection(s), $ROUNDS x ${per}s per target" >&2
+    for ((r = 0; r < ROUNDS; r++)); do
+        for ((i = 0; i < n; i++)); do
+            t=${targets[$(((i + r) % n))]}
+            wrk_once "$(url_of "$t")" "$conns" "$per" "$body" >>"$TMP/$kind-$t-$conns.res"
+        done
+    done
+    for t in "${targets[@]}"; do
+        aggregate "$kind $t $conns" "$TMP/$kind-$t-$conns.res"
+    done
+}
+
 echo "bench: mock :$MOCK_PORT, nginx :$NGINX_PORT, sluice :$SLUICE_PORT;" \
-    "${DURATION}s per run after a ${WARMUP}s warm-up, wrk -t1"
-for target in direct nginx sluice; do
-    case $target in
-    direct) url=$DIRECT_URL ;;
-    nginx) url=$NGINX_URL ;;
-    sluice) url=$SLUICE_URL ;;
-    esac
-    run_wrk "warmup" "$url" 32 "$WARMUP" "$CHAT_BODY" 0
-    for c in 1 32; do
-        echo "bench: chat   $target, $c connection(s)" >&2
-        run_wrk "chat $target $c" "$url" "$c" "$DURATION" "$CHAT_BODY"
-    done
+    "${DURATION}s per row in $ROUNDS rounds after a ${WARMUP}s warm-up, wrk -t1"
+for t in direct nginx sluice; do
+    wrk_once "$(url_of "$t")" 32 "$WARMUP" "$CHAT_BODY" >/dev/null
 done
+measure chat 1 "$DURATION" "$CHAT_BODY"
+measure chat 32 "$DURATION" "$CHAT_BODY"
 if [ "$STREAM" = 1 ]; then
-    for target in direct nginx sluice; do
-        case $target in
-        direct) url=$DIRECT_URL ;;
-        nginx) url=$NGINX_URL ;;
-        sluice) url=$SLUICE_URL ;;
-        esac
-        echo "bench: stream $target, 32 connections" >&2
-        run_wrk "stream $target 32" "$url" 32 $((DURATION / 2 > 2 ? DURATION / 2 : 2)) "$STREAM_BODY"
-    done
+    measure stream 32 $((DURATION / 2 > ROUNDS ? DURATION / 2 : ROUNDS)) "$STREAM_BODY"
 fi
 
 # ---- report ----------------------------------------------------------------
