@@ -139,6 +139,24 @@ path_idx(char *out, size_t cap, const char *base, size_t i) {
         out[cap - 1] = '\0';
 }
 
+void
+sl_config_path_key(char *out, size_t cap, const char *base, const char *key) {
+    path_key(out, cap, base, key);
+}
+
+void
+sl_config_error_add(sl_config_errors_t *errs, int warning, const char *path,
+                    const char *fmt, ...) {
+    ctx_t c = {.errs = errs};
+    va_list ap;
+
+    if (errs == NULL)
+        return;
+    va_start(ap, fmt);
+    add_item(&c, path, warning, fmt, ap);
+    va_end(ap);
+}
+
 /* ---- typed accessors ---- */
 
 static const cJSON *
@@ -929,6 +947,138 @@ load_routes(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
     }
 }
 
+/* ---- plugins ---- */
+
+static int
+plugin_name_ok(const char *s) {
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 64)
+        return 0;
+    for (; *s != '\0'; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+              (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+/* plugin_dir resolved: absolute as written, else against the directory of
+ * the config file, so a config and its plugins move together. */
+static char *
+resolve_plugin_dir(ctx_t *c, const sl_config_t *cfg, const char *dir) {
+    const char *slash = cfg->path ? strrchr(cfg->path, '/') : NULL;
+    const char *base = cfg->path;
+    int blen = slash ? (int)(slash - cfg->path) : 0;
+    char *out;
+
+    if (dir != NULL && dir[0] == '/')
+        return cfg_strdup(c, dir);
+    if (slash == NULL)
+        base = ".", blen = 1;
+    else if (blen == 0) /* the config is at the root: "/x.json" */
+        base = "/", blen = 1;
+    if (dir == NULL)
+        return cfg_strndup(c, base, (size_t)blen);
+    out = malloc((size_t)blen + strlen(dir) + 2);
+    if (out == NULL)
+        cfg_oom(c);
+    else
+        sprintf(out, "%.*s/%s", blen, base, dir);
+    return out;
+}
+
+static void
+load_plugin(ctx_t *c, const sl_config_t *cfg, sl_plugin_conf_t *pl,
+            const cJSON *obj, const char *path) {
+    static const char *const keys[] = {"path", "config", "fail_open", NULL};
+    const cJSON *v;
+    const char *file = NULL;
+    char p[256];
+
+    pl->fail_open = -1;
+    if (!plugin_name_ok(obj->string))
+        cfg_err(c, path,
+                "a plugin name is 1 to 64 letters, digits, '_' or '-'");
+    pl->name = cfg_strdup(c, obj->string);
+    if (!want_object(c, obj, path))
+        return;
+    check_keys(c, obj, path, keys);
+    if (get_string(c, obj, path, "path", 1, &file) == 1) {
+        pl->path = cfg_strdup(c, file);
+        if (file[0] == '/' || cfg->plugin_dir == NULL)
+            pl->file = cfg_strdup(c, file);
+        else if ((pl->file = malloc(strlen(cfg->plugin_dir) + strlen(file) +
+                                    2)) == NULL)
+            cfg_oom(c);
+        else
+            sprintf(pl->file, "%s/%s", cfg->plugin_dir, file);
+    }
+    path_key(p, sizeof(p), path, "config");
+    if ((v = member(obj, "config")) == NULL)
+        pl->config = cfg_strdup(c, "{}");
+    else if (want_object(c, v, p) &&
+             (pl->config = cJSON_PrintUnformatted(v)) == NULL)
+        cfg_oom(c);
+    path_key(p, sizeof(p), path, "fail_open");
+    if ((v = member(obj, "fail_open")) != NULL) {
+        if (cJSON_IsBool(v))
+            pl->fail_open = cJSON_IsTrue(v);
+        else
+            cfg_err(c, p, "must be true or false");
+    }
+}
+
+static void
+load_plugins(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
+    const cJSON *el;
+    char p[256];
+
+    if (v == NULL || !want_object(c, v, "$.plugins"))
+        return;
+    check_keys(c, v, "$.plugins", NULL); /* duplicates */
+    cfg->plugins =
+        cfg_calloc(c, (size_t)cJSON_GetArraySize(v), sizeof(*cfg->plugins));
+    if (cfg->plugins == NULL)
+        return;
+    cJSON_ArrayForEach(el, v) {
+        path_key(p, sizeof(p), "$.plugins", el->string);
+        load_plugin(c, cfg, &cfg->plugins[cfg->nplugins++], el, p);
+    }
+}
+
+/* Every name a route lists is in $.plugins, once; plugins run around
+ * model calls only, so a models or health route cannot promise them. */
+static void
+check_route_plugins(ctx_t *c, const sl_config_t *cfg) {
+    char ap[256], p[256];
+
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const sl_route_t *r = &cfg->routes[i];
+        path_idx(p, sizeof(p), "$.routes", i);
+        path_key(ap, sizeof(ap), p, "plugins");
+        if (r->nplugins > 0 && (r->kind == SL_ROUTE_MODELS ||
+                                r->kind == SL_ROUTE_HEALTH))
+            cfg_err(c, ap,
+                    "plugins run on chat and embeddings routes only");
+        for (size_t k = 0; k < r->nplugins; k++) {
+            const char *name = r->plugins[k];
+            size_t j;
+            if (name == NULL)
+                continue;
+            path_idx(p, sizeof(p), ap, k);
+            for (j = 0; j < cfg->nplugins; j++)
+                if (cfg->plugins[j].name != NULL &&
+                    strcmp(cfg->plugins[j].name, name) == 0)
+                    break;
+            if (j == cfg->nplugins)
+                cfg_err(c, p, "no plugin named \"%s\" in $.plugins", name);
+            for (j = 0; j < k; j++)
+                if (r->plugins[j] != NULL && strcmp(r->plugins[j], name) == 0)
+                    cfg_err(c, p, "\"%s\" is listed twice", name);
+        }
+    }
+}
+
 /* ---- limits and the rest ---- */
 
 static void
@@ -989,7 +1139,7 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
     static const char *const keys[] = {
         "listen",  "workers",   "data_dir",   "admin",
         "plugins", "providers", "models",     "allow_direct_models",
-        "routes",  "limits",    "access_log", NULL};
+        "routes",  "limits",    "access_log", "plugin_dir", NULL};
     const cJSON *v;
     long workers = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -1008,8 +1158,12 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
         cfg->data_dir = cfg_strdup(c, "./data");
 
     load_admin(c, cfg, member(root, "admin"));
-    if ((v = member(root, "plugins")) != NULL)
-        want_object(c, v, "$.plugins");
+    {
+        const char *dir = NULL;
+        get_string(c, root, "$", "plugin_dir", 0, &dir);
+        cfg->plugin_dir = resolve_plugin_dir(c, cfg, dir);
+    }
+    load_plugins(c, cfg, member(root, "plugins"));
 
     load_providers(c, cfg, member(root, "providers"));
     load_models(c, cfg, member(root, "models"));
@@ -1023,6 +1177,7 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
     }
 
     load_routes(c, cfg, member(root, "routes"));
+    check_route_plugins(c, cfg);
     load_limits(c, cfg, member(root, "limits"));
 
     if (dup_string(c, root, "$", "access_log", 0, &cfg->access_log) == 0)
@@ -1188,6 +1343,14 @@ sl_config_free(sl_config_t *cfg) {
         free(r->lua);
     }
     free(cfg->routes);
+    for (size_t i = 0; i < cfg->nplugins; i++) {
+        free(cfg->plugins[i].name);
+        free(cfg->plugins[i].path);
+        free(cfg->plugins[i].file);
+        free(cfg->plugins[i].config);
+    }
+    free(cfg->plugins);
+    free(cfg->plugin_dir);
     free(cfg->path);
     free(cfg->data_dir);
     free(cfg->access_log);

@@ -87,10 +87,19 @@ typedef enum {
 typedef struct {
     char *path; /* exact match on the request path */
     sl_route_kind_t kind;
-    char **plugins; /* names, in order (later issue) */
+    char **plugins; /* names in $.plugins, in the order they run */
     size_t nplugins;
     char *lua; /* script path or NULL (later issue) */
 } sl_route_t;
+
+/* A C plugin instance, $.plugins.NAME; plugin.c loads it. */
+typedef struct {
+    char *name;   /* the key: letters, digits, '_', '-'; 1..64 bytes */
+    char *path;   /* as written */
+    char *file;   /* path resolved against plugin_dir unless absolute */
+    char *config; /* the "config" object as JSON text; "{}" when absent */
+    int fail_open; /* 1 or 0 as configured; -1: the plugin's default */
+} sl_plugin_conf_t;
 
 typedef struct {
     char *addr; /* as written, "host:port" or "[v6]:port" */
@@ -115,6 +124,12 @@ typedef struct sl_config {
     size_t nlisten;
     int workers; /* default: number of online CPUs */
     char *data_dir; /* default "./data" */
+    /* Where relative plugin paths are found: plugin_dir as written if
+     * absolute, else relative to the config file's directory (which is
+     * the default). */
+    char *plugin_dir;
+    sl_plugin_conf_t *plugins;
+    size_t nplugins;
     sl_provider_t *providers;
     size_t nproviders;
     sl_model_t *models;
@@ -160,6 +175,14 @@ int sl_config_load_string(const char *json, size_t len, sl_config_t **out,
                           sl_config_errors_t *errs);
 void sl_config_free(sl_config_t *cfg);
 void sl_config_errors_free(sl_config_errors_t *errs);
+/* Appends an error (warning: a warning) to errs the way the loader does,
+ * for checks that run after it (plugin configs against their schemas). */
+void sl_config_error_add(sl_config_errors_t *errs, int warning,
+                         const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* base + ".key", or base + "[\"key\"]" when key is not a plain name. */
+void sl_config_path_key(char *out, size_t cap, const char *base,
+                        const char *key);
 
 /* Look-ups used by the request path: linear scans over small arrays built at
  * load. NULL when absent. */

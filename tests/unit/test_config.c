@@ -192,7 +192,7 @@ test_full_config_sets_every_field(void **state) {
         "{'listen':[{'addr':'127.0.0.1:8080'},'[::1]:9090',"
         "           {'addr':'0.0.0.0:0'}],"
         " 'workers':3, 'data_dir':'/var/lib/sluice',"
-        " 'admin':{'addr':'127.0.0.1:9091'}, 'plugins':{'auth':{}},"
+        " 'admin':{'addr':'127.0.0.1:9091'}, 'plugins':{'auth':{'path':'auth.so'},'rl':{'path':'/x/rl.so'}},"
         " 'providers':{"
         "   'oa':{'type':'openai','base_url':'http://127.0.0.1:11434/v1//',"
         "         'api_key_env':'SL_TEST_KEY','connect_timeout_ms':100,"
@@ -407,7 +407,8 @@ test_wrong_types_are_errors(void **state) {
     assert_only_error("{" LISTEN ",'routes':[{'path':'/healthz',"
                       "'plugins':'auth'}]}",
                       "$.routes[0].plugins", "must be an array");
-    assert_only_error("{" LISTEN ",'routes':[{'path':'/healthz',"
+    assert_only_error("{" LISTEN ",'plugins':{'a':{'path':'a.so'}},"
+                      "'routes':[{'path':'/v1/embeddings',"
                       "'plugins':['a',2]}]}",
                       "$.routes[0].plugins[1]", "must be a string");
     assert_only_error("{" LISTEN ",'routes':[{'path':'/healthz','lua':[]}]}",
