@@ -1114,6 +1114,24 @@ load_limits(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
 }
 
 static void
+load_store(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
+    static const char *const keys[] = {"map_size_mb", "map_size_max_mb",
+                                       "flush_interval_ms", NULL};
+    cfg->store_map_size_mb = 1024;
+    cfg->store_map_size_max_mb = 0;
+    cfg->store_flush_ms = 1000;
+    if (v == NULL || !want_object(c, v, "$.store"))
+        return;
+    check_keys(c, v, "$.store", keys);
+    get_int(c, v, "$.store", "map_size_mb", 1, 16L * 1024 * 1024,
+            &cfg->store_map_size_mb);
+    get_int(c, v, "$.store", "map_size_max_mb", 0, 16L * 1024 * 1024,
+            &cfg->store_map_size_max_mb);
+    get_int(c, v, "$.store", "flush_interval_ms", 1, 3600000,
+            &cfg->store_flush_ms);
+}
+
+static void
 load_admin(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
     static const char *const keys[] = {"addr", "token_env", NULL};
     const char *addr = "127.0.0.1:9090";
@@ -1158,6 +1176,7 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
         cfg->data_dir = cfg_strdup(c, "./data");
 
     load_admin(c, cfg, member(root, "admin"));
+    load_store(c, cfg, member(root, "store"));
     {
         const char *dir = NULL;
         get_string(c, root, "$", "plugin_dir", 0, &dir);

@@ -2,6 +2,7 @@
  * on the main thread a control loop for signals (drain on SIGTERM/SIGINT,
  * reload on SIGHUP) and the admin API. */
 #include "admin.h"
+#include "store.h"
 #include "error.h"
 #include "worker.h"
 
@@ -146,6 +147,13 @@ check_restart_only(const sl_config_t *old, const sl_config_t *cfg,
                       cfg->access_log ? cfg->access_log : "") != 0) {
         path = "$.access_log";
         msg = "the access log changes only with a restart";
+    } else if (strcmp(old->data_dir, cfg->data_dir) != 0 ||
+               old->store_map_size_mb != cfg->store_map_size_mb ||
+               old->store_map_size_max_mb != cfg->store_map_size_max_mb ||
+               old->store_flush_ms != cfg->store_flush_ms) {
+        path = strcmp(old->data_dir, cfg->data_dir) != 0 ? "$.data_dir"
+                                                        : "$.store";
+        msg = "the store changes only with a restart";
     }
     if (path == NULL)
         return 0;
@@ -240,6 +248,19 @@ sl_server_run(const char *path, sl_config_t *cfg)
         return 1;
     }
     int with_admin = cfg->admin_token != NULL;
+    sl_store_options_t so = {
+        .dir = cfg->data_dir,
+        .map_size = (size_t)cfg->store_map_size_mb << 20,
+        .map_size_max = (size_t)cfg->store_map_size_max_mb << 20,
+        .flush_interval_ms = cfg->store_flush_ms,
+    };
+    int src = sl_store_open(&so, &srv.store);
+    if (src != 0) {
+        fprintf(stderr, "sluice: cannot open the store in %s: %s\n",
+                cfg->data_dir, sl_strerror(src));
+        sl_config_free(cfg);
+        goto done_early;
+    }
     sl_snapshot_t *snap = sl_snapshot_new(cfg, srv.nworkers + 1, 0);
     if (snap == NULL)
         goto done_early;
@@ -320,6 +341,8 @@ done:
     free(srv.workers);
     sl_snapshot_drop(atomic_load(&srv.current)); /* the server's hold */
 done_early:
+    if (srv.store != NULL)
+        sl_store_close(srv.store); /* commits what is queued, then syncs */
     free(srv.config_path);
     if (srv.accesslog_fd > 2)
         close(srv.accesslog_fd);

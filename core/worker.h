@@ -56,6 +56,7 @@ struct sl_server {
     sl_worker_t *admin;   /* NULL when the admin API is off */
     int accesslog_fd; /* -1 when off */
     struct event_base *control; /* main thread: signals, admin */
+    struct sl_store *store;     /* LMDB under data_dir, for the process */
     atomic_long reloads_ok, reloads_rejected;
 };
 
