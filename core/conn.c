@@ -214,6 +214,12 @@ sl_response_send(sl_request_t *r, int status, const char *content_type,
 {
     sl_conn_t *c = r->conn;
     char head[2048];
+    if (r->front != NULL) {
+        const sl_front_t *f = r->front;
+        r->front = NULL;
+        f->respond(r, status, content_type, extra, body, len);
+        return;
+    }
     response_begin(r, status);
     size_t hl = format_head(r, head, sizeof(head), status, content_type,
                             (long long)len, extra);
@@ -233,6 +239,11 @@ sl_response_send_buffer(sl_request_t *r, int status, const char *content_type,
     sl_conn_t *c = r->conn;
     char head[2048];
     size_t len = evbuffer_get_length(body);
+    if (r->front != NULL) {
+        sl_response_send(r, status, content_type, extra,
+                         (const char *)evbuffer_pullup(body, -1), len);
+        return;
+    }
     response_begin(r, status);
     size_t hl = format_head(r, head, sizeof(head), status, content_type,
                             (long long)len, extra);
@@ -294,6 +305,8 @@ int
 sl_response_stream_event(sl_request_t *r, const char *event, size_t event_len,
                          const char *data, size_t len)
 {
+    if (r->front != NULL)
+        return r->front->stream_event(r, event, event_len, data, len);
     sl_conn_t *c = r->conn;
     struct evbuffer *out = c->out;
     size_t body = (event != NULL ? 7 + event_len + 1 : 0) + 6 + len + 2;

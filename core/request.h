@@ -15,6 +15,22 @@ struct sl_snapshot;
 
 typedef struct sl_request sl_request_t;
 
+/* A front door that speaks another wire format to its clients (Anthropic
+ * Messages): the proxy and the providers keep answering in OpenAI's shape,
+ * and the response functions hand each answer to the front instead of the
+ * client. A front writes its own answer through the same functions: for a
+ * whole answer r->front is already NULL; around stream events it clears
+ * and restores r->front itself. */
+typedef struct sl_front {
+    /* A whole answer (a chat completion, or an error of any status); it
+     * must end the request like sl_response_send. */
+    void (*respond)(sl_request_t *r, int status, const char *content_type,
+                    const char *extra_headers, const char *body, size_t len);
+    /* One stream event; returns like sl_response_stream_event. */
+    int (*stream_event)(sl_request_t *r, const char *event, size_t event_len,
+                        const char *data, size_t len);
+} sl_front_t;
+
 struct sl_request {
     struct sl_conn *conn;
     struct sl_worker *w;
@@ -51,6 +67,10 @@ struct sl_request {
     void (*cancel)(sl_request_t *r);
     void (*resume)(sl_request_t *r);
     int paused;
+
+    /* The front door when not OpenAI's (frontends/); NULL otherwise. */
+    const sl_front_t *front;
+    void *front_state;
 };
 
 /* The GET /v1/models body for a config; malloc'd, built once at start. */
