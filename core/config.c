@@ -827,6 +827,7 @@ static const struct {
     {"/v1/embeddings", "embeddings", SL_ROUTE_EMBEDDINGS},
     {"/v1/models", "models", SL_ROUTE_MODELS},
     {"/healthz", "health", SL_ROUTE_HEALTH},
+    {"/v1/messages", "messages", SL_ROUTE_MESSAGES},
 };
 #define NSTD (sizeof(std_routes) / sizeof(std_routes[0]))
 
@@ -911,8 +912,8 @@ load_route(ctx_t *c, sl_config_t *cfg, sl_route_t *r, const cJSON *obj,
                 r->kind = std_routes[i].kind;
         if (r->kind == 0)
             cfg_err(c, p,
-                    "must be \"chat\", \"embeddings\", \"models\" or "
-                    "\"health\"");
+                    "must be \"chat\", \"embeddings\", \"models\", "
+                    "\"health\" or \"messages\"");
     } else if (have_kind == 0 && rpath != NULL) {
         for (size_t i = 0; i < NSTD; i++)
             if (strcmp(rpath, std_routes[i].path) == 0)

@@ -82,6 +82,7 @@ typedef enum {
     SL_ROUTE_EMBEDDINGS, /* POST */
     SL_ROUTE_MODELS,     /* GET, the models this config serves */
     SL_ROUTE_HEALTH,     /* GET */
+    SL_ROUTE_MESSAGES,   /* POST, Anthropic Messages (frontends/) */
 } sl_route_kind_t;
 
 typedef struct {

@@ -1,5 +1,6 @@
 /* Dispatch: route a complete request to its endpoint. */
 #include "request.h"
+#include "frontends/messages.h"
 #include "proxy.h"
 #include "router.h"
 
@@ -84,6 +85,9 @@ sl_request_handle(sl_request_t *r)
             method_not_allowed(r, "GET, HEAD");
         else
             models_list(r);
+        break;
+    case SL_ROUTE_MESSAGES:
+        sl_messages_handle(r); /* its 405 is Anthropic-shaped too */
         break;
     case SL_ROUTE_HEALTH:
         if (!is_get(r))

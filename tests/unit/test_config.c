@@ -153,7 +153,7 @@ test_minimal_config_gets_every_default(void **state) {
     assert_true(cfg->allow_direct_models);
     assert_string_equal(cfg->access_log, "stderr");
     assert_int_equal(cfg->nmodels, 0);
-    assert_int_equal(cfg->nroutes, 4);
+    assert_int_equal(cfg->nroutes, 5);
     assert_string_equal(cfg->routes[0].path, "/v1/chat/completions");
     assert_int_equal(cfg->routes[0].kind, SL_ROUTE_CHAT);
     assert_string_equal(cfg->routes[1].path, "/v1/embeddings");
@@ -162,6 +162,8 @@ test_minimal_config_gets_every_default(void **state) {
     assert_int_equal(cfg->routes[2].kind, SL_ROUTE_MODELS);
     assert_string_equal(cfg->routes[3].path, "/healthz");
     assert_int_equal(cfg->routes[3].kind, SL_ROUTE_HEALTH);
+    assert_string_equal(cfg->routes[4].path, "/v1/messages");
+    assert_int_equal(cfg->routes[4].kind, SL_ROUTE_MESSAGES);
     assert_int_equal(cfg->routes[0].nplugins, 0);
     assert_null(cfg->routes[0].lua);
     assert_int_equal(cfg->limits.max_header_bytes, 16384);
