@@ -157,6 +157,8 @@ void mock_route(const mock_req_t *r, mock_plan_t *p);
 void mock_handle_chat(const mock_req_t *r, mock_plan_t *p);
 void mock_handle_embeddings(const mock_req_t *r, mock_plan_t *p);
 void mock_handle_messages(const mock_req_t *r, mock_plan_t *p);
+/* POST /v1beta/models/MODEL:generateContent or :streamGenerateContent. */
+void mock_handle_gemini(const mock_req_t *r, mock_plan_t *p);
 
 /* Counters for GET /mock/stats; shared by all workers. */
 struct mock_stats {

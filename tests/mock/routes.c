@@ -234,8 +234,10 @@ mock_route(const mock_req_t *r, mock_plan_t *p)
     if (!is_mock)
         atomic_fetch_add_explicit(&mock_stats.requests, 1,
                                   memory_order_relaxed);
+    bool gemini = r->path_len > 15 &&
+                  strncmp(r->target, "/v1beta/models/", 15) == 0;
     if ((r->path_len >= 4 && strncmp(r->target, "/v1/", 4) == 0) ||
-        azure_suffix(r) != NULL)
+        azure_suffix(r) != NULL || gemini)
         mock_journal_record(r);
 
     if ((mock_req_path_is(r, "/v1/chat/completions") ||
@@ -246,6 +248,8 @@ mock_route(const mock_req_t *r, mock_plan_t *p)
         mock_handle_embeddings(r, p);
     else if (mock_req_path_is(r, "/v1/messages") && method_is(r, "POST"))
         mock_handle_messages(r, p);
+    else if (gemini && method_is(r, "POST"))
+        mock_handle_gemini(r, p);
     else if (mock_req_path_is(r, "/v1/embeddings") && method_is(r, "POST"))
         mock_handle_embeddings(r, p);
     else if (mock_req_path_is(r, "/v1/models") && method_is(r, "GET"))
