@@ -316,7 +316,7 @@ emit(sl_messages_stream_t *s, cJSON *obj) {
 }
 
 static int
-start(sl_messages_stream_t *s, const char *chunk_id) {
+message_start(sl_messages_stream_t *s, const char *chunk_id) {
     if (s->started)
         return 0;
     s->started = 1;
@@ -370,7 +370,7 @@ block_delta(sl_messages_stream_t *s, int index, const char *type,
 }
 
 static int
-text(sl_messages_stream_t *s, const char *t) {
+text_delta(sl_messages_stream_t *s, const char *t) {
     int rc = 0;
     if (!s->open_text) {
         cJSON *b = cJSON_CreateObject();
@@ -382,7 +382,7 @@ text(sl_messages_stream_t *s, const char *t) {
 }
 
 static int
-tool_calls(sl_messages_stream_t *s, const cJSON *calls) {
+tool_deltas(sl_messages_stream_t *s, const cJSON *calls) {
     int rc = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, calls) {
@@ -424,8 +424,9 @@ message_delta(sl_messages_stream_t *s) {
 }
 
 static int
-finish(sl_messages_stream_t *s) {
-    int rc = start(s, NULL) | close_block(s);
+message_stop(sl_messages_stream_t *s) {
+    int rc = message_start(s, NULL);
+    rc |= close_block(s);
     if (!s->delta_sent)
         rc |= message_delta(s);
     s->done = 1;
@@ -445,7 +446,7 @@ sl_messages_stream_feed(sl_messages_stream_t *s, const char *data, size_t len) {
     if (s->done)
         return 0;
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0)
-        return finish(s);
+        return message_stop(s);
     cJSON *j = cJSON_ParseWithLength(data, len);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
@@ -460,14 +461,14 @@ sl_messages_stream_feed(sl_messages_stream_t *s, const char *data, size_t len) {
     }
     if (read_usage(cJSON_GetObjectItemCaseSensitive(j, "usage"), &s->usage))
         s->have_usage = 1;
-    rc |= start(s, string_of(j, "id"));
+    rc |= message_start(s, string_of(j, "id"));
     const cJSON *choice =
         cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0);
     const cJSON *delta = cJSON_GetObjectItemCaseSensitive(choice, "delta");
     const char *content = string_of(delta, "content");
     if (content != NULL && content[0] != '\0')
-        rc |= text(s, content);
-    rc |= tool_calls(s, cJSON_GetObjectItemCaseSensitive(delta, "tool_calls"));
+        rc |= text_delta(s, content);
+    rc |= tool_deltas(s, cJSON_GetObjectItemCaseSensitive(delta, "tool_calls"));
     const char *fin = string_of(choice, "finish_reason");
     if (fin != NULL && s->stop == NULL) {
         s->stop = stop_reason(fin, s->tools);
