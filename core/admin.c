@@ -2,6 +2,7 @@
 #include "balancer.h"
 #include "clock.h"
 #include "error.h"
+#include "metrics.h"
 #include "worker.h"
 
 #include <cjson/cJSON.h>
@@ -220,7 +221,17 @@ sl_admin_handle(sl_request_t *r)
     int get = r->http.method == SL_METHOD_GET;
     int post = r->http.method == SL_METHOD_POST;
 #define IS(s) (n == sizeof(s) - 1 && memcmp(p, s, n) == 0)
-    if (IS("/admin/config") && get)
+    if (IS("/metrics") && get) {
+        char *text = sl_metrics_render(r->w->srv);
+        char *body = text ? sl_arena_strndup(r->arena, text, strlen(text))
+                          : NULL;
+        free(text);
+        if (body == NULL)
+            sl_response_error(r, 503, "out of memory", "server_busy");
+        else
+            sl_response_send(r, 200, "text/plain; version=0.0.4", NULL, body,
+                             strlen(body));
+    } else if (IS("/admin/config") && get)
         get_config(r);
     else if (IS("/admin/reload") && post)
         post_reload(r);

@@ -9,6 +9,7 @@
 #include "accesslog.h"
 #include "clock.h"
 #include "error.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -25,6 +26,14 @@ enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY };
 #define SL_OUT_LOW (1u << 18)
 
 static void conn_process(sl_conn_t *c);
+
+/* The end of every request, answered or abandoned: log line and metrics. */
+static void
+request_log(sl_worker_t *w, const sl_request_t *r)
+{
+    sl_accesslog_write(w->log, r);
+    sl_metrics_request_done(w->metrics, r);
+}
 static void conn_flush(sl_conn_t *c);
 
 static const char *
@@ -91,7 +100,7 @@ conn_free(sl_conn_t *c)
                 r->status = 499;
             r->error_code = r->streaming ? "client_closed_mid_stream"
                                          : "client_closed";
-            sl_accesslog_write(w->log, r);
+            request_log(w, r);
         }
         c->req = NULL;
     }
@@ -143,7 +152,7 @@ static void
 request_done(sl_conn_t *c)
 {
     sl_request_t *r = c->req;
-    sl_accesslog_write(c->w->log, r);
+    request_log(c->w, r);
     c->req = NULL;
     sl_arena_reset(c->arena);
     c->requests++;

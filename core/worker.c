@@ -3,6 +3,7 @@
 #include "accesslog.h"
 #include "conn.h"
 #include "error.h"
+#include "metrics.h"
 #include "upstream.h"
 
 #include <fcntl.h>
@@ -193,8 +194,9 @@ sl_worker_init(sl_server_t *srv, sl_worker_t *w, int id, sl_snapshot_t *snap)
     w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
     w->upstream = sl_upstream_create(w->base);
     w->log = sl_accesslog_create(w->base, srv->accesslog_fd);
+    w->metrics = sl_metrics_new();
     if (w->notify_ev == NULL || w->drain_timer == NULL ||
-        w->upstream == NULL || w->log == NULL ||
+        w->upstream == NULL || w->log == NULL || w->metrics == NULL ||
         event_add(w->notify_ev, NULL) != 0)
         return SL_ENOMEM;
     return 0;
@@ -212,6 +214,7 @@ sl_worker_free(sl_worker_t *w)
         sl_accesslog_destroy(w->log);
     if (w->upstream != NULL)
         sl_upstream_destroy(w->upstream);
+    sl_metrics_free(w->metrics);
     if (w->notify_ev != NULL)
         event_free(w->notify_ev);
     if (w->drain_timer != NULL)

@@ -39,6 +39,7 @@ typedef struct sl_worker {
     struct event *drain_timer; /* gives up on stragglers */
     struct sl_upstream *upstream;
     struct sl_accesslog *log;
+    struct sl_metrics *metrics; /* written by this worker only */
     struct sl_conn *conns; /* every open connection */
     long nconns, max_conns;
     int draining;
