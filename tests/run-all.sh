@@ -227,7 +227,8 @@ for b in "${BUILDS[@]}"; do
 
     say "[$b] node --test tests/clients/test/ (openai SDK)"
     t=$SECONDS
-    if [ ! -d "$CLIENTS/node_modules/openai" ]; then
+    if [ ! -d "$CLIENTS/node_modules/openai" ] ||
+        [ ! -d "$CLIENTS/node_modules/@anthropic-ai/sdk" ]; then
         echo "npm ci in $CLIENTS"
         (cd "$CLIENTS" && npm ci --no-audit --no-fund) >"$LOGS/npm-ci.log" 2>&1 ||
             tail -n 20 "$LOGS/npm-ci.log"
