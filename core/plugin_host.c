@@ -1,0 +1,943 @@
+/* The host function table plugins call (sluice_host_t). Every function
+ * checks the phase it is called in, then reads or changes the request
+ * through the pipeline state (pipeline.h). Pointers handed out are
+ * borrowed or arena-owned; nothing here is freed by a plugin. */
+#include "error.h"
+#include "pipeline.h"
+#include "providers/provider.h"
+#include "store.h"
+#include "worker.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "dev"
+#endif
+
+enum {
+    P_LOAD = 1 << SLUICE_PHASE_LOAD,
+    P_REQ = 1 << SLUICE_PHASE_REQUEST,
+    P_RESP = 1 << SLUICE_PHASE_RESPONSE,
+    P_CHUNK = 1 << SLUICE_PHASE_CHUNK,
+    P_LOG = 1 << SLUICE_PHASE_LOG,
+    P_REQUEST_ANY = P_REQ | P_RESP | P_CHUNK | P_LOG,
+    P_ALL = P_LOAD | P_REQUEST_ANY,
+};
+
+static int
+allowed(const sluice_req_t *req, unsigned phases) {
+    if (req == NULL || req->inst == NULL || !((1u << req->phase) & phases))
+        return 0;
+    return req->phase == SLUICE_PHASE_LOAD || req->pipe != NULL;
+}
+
+#define PHASE(req, phases)                                                     \
+    do {                                                                       \
+        if (!allowed(req, phases))                                             \
+            return SLUICE_EPHASE;                                              \
+    } while (0)
+
+static sl_request_t *
+R(sluice_req_t *req) {
+    return req->pipe->r;
+}
+
+static sl_arena_t *
+A(sluice_req_t *req) {
+    return req->pipe->r->arena;
+}
+
+static void
+free_json(void *p) {
+    cJSON_Delete(p);
+}
+
+/* Keeps a detached item alive until the request ends: a plugin may still
+ * hold a pointer into it until its hook returns. */
+static void
+retire(sluice_req_t *req, cJSON *item) {
+    if (item != NULL && sl_arena_cleanup_add(A(req), free_json, item) != 0)
+        cJSON_Delete(item);
+}
+
+/* A NUL-terminated arena copy of text[0..len) with no NUL inside; NULL
+ * when it holds one or on OOM (*rc says which). */
+static char *
+copy_text(sluice_req_t *req, const char *text, size_t len, int *rc) {
+    if (text == NULL || memchr(text, '\0', len) != NULL) {
+        *rc = SLUICE_EINVAL;
+        return NULL;
+    }
+    char *s = sl_arena_strndup(A(req), text, len);
+    *rc = s != NULL ? SLUICE_OK : SLUICE_ENOMEM;
+    return s;
+}
+
+static int
+out_str(const char *s, const char **out, size_t *len) {
+    if (out != NULL)
+        *out = s;
+    if (len != NULL)
+        *len = strlen(s);
+    return SLUICE_OK;
+}
+
+/* ---- config ---- */
+
+static const cJSON *
+cfg_item(const sluice_config_t *cfg, const char *key) {
+    if (cfg == NULL || key == NULL)
+        return NULL;
+    return cJSON_GetObjectItemCaseSensitive(cfg->json, key);
+}
+
+static int
+h_config_string(const sluice_config_t *cfg, const char *key,
+                const char **value) {
+    const cJSON *v = cfg_item(cfg, key);
+    if (v == NULL)
+        return SLUICE_ENOTFOUND;
+    if (!cJSON_IsString(v))
+        return SLUICE_EINVAL;
+    *value = v->valuestring;
+    return SLUICE_OK;
+}
+
+static int
+h_config_int(const sluice_config_t *cfg, const char *key, int64_t *value) {
+    const cJSON *v = cfg_item(cfg, key);
+    if (v == NULL)
+        return SLUICE_ENOTFOUND;
+    if (!cJSON_IsNumber(v) || floor(v->valuedouble) != v->valuedouble)
+        return SLUICE_EINVAL;
+    *value = (int64_t)v->valuedouble;
+    return SLUICE_OK;
+}
+
+static int
+h_config_number(const sluice_config_t *cfg, const char *key, double *value) {
+    const cJSON *v = cfg_item(cfg, key);
+    if (v == NULL)
+        return SLUICE_ENOTFOUND;
+    if (!cJSON_IsNumber(v))
+        return SLUICE_EINVAL;
+    *value = v->valuedouble;
+    return SLUICE_OK;
+}
+
+static int
+h_config_bool(const sluice_config_t *cfg, const char *key, int *value) {
+    const cJSON *v = cfg_item(cfg, key);
+    if (v == NULL)
+        return SLUICE_ENOTFOUND;
+    if (!cJSON_IsBool(v))
+        return SLUICE_EINVAL;
+    *value = cJSON_IsTrue(v);
+    return SLUICE_OK;
+}
+
+static int
+h_config_list_count(const sluice_config_t *cfg, const char *key,
+                    size_t *count) {
+    const cJSON *v = cfg_item(cfg, key);
+    if (v == NULL)
+        return SLUICE_ENOTFOUND;
+    if (!cJSON_IsArray(v))
+        return SLUICE_EINVAL;
+    *count = (size_t)cJSON_GetArraySize(v);
+    return SLUICE_OK;
+}
+
+static int
+h_config_list_item(const sluice_config_t *cfg, const char *key, size_t i,
+                   const char **value) {
+    const cJSON *v = cfg_item(cfg, key);
+    if (v == NULL)
+        return SLUICE_ENOTFOUND;
+    if (!cJSON_IsArray(v))
+        return SLUICE_EINVAL;
+    const cJSON *it = i < (size_t)cJSON_GetArraySize(v)
+                          ? cJSON_GetArrayItem(v, (int)i)
+                          : NULL;
+    if (it == NULL)
+        return SLUICE_ENOTFOUND;
+    if (!cJSON_IsString(it))
+        return SLUICE_EINVAL;
+    *value = it->valuestring;
+    return SLUICE_OK;
+}
+
+static int
+h_config_json(const sluice_config_t *cfg, const char *key, const char **json) {
+    if (cfg == NULL)
+        return SLUICE_EINVAL;
+    if (key == NULL) {
+        *json = cfg->text;
+        return SLUICE_OK;
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg->cache, key);
+    if (!cJSON_IsString(v))
+        return SLUICE_ENOTFOUND;
+    *json = v->valuestring;
+    return SLUICE_OK;
+}
+
+/* ---- request line and headers ---- */
+
+static int
+h_request_method(sluice_req_t *req, const char **method, size_t *len) {
+    PHASE(req, P_REQUEST_ANY);
+    *method = R(req)->http.method_str;
+    if (len != NULL)
+        *len = R(req)->http.method_len;
+    return SLUICE_OK;
+}
+
+static int
+h_request_path(sluice_req_t *req, const char **path, size_t *len) {
+    PHASE(req, P_REQUEST_ANY);
+    *path = R(req)->http.path;
+    if (len != NULL)
+        *len = R(req)->http.path_len;
+    return SLUICE_OK;
+}
+
+static int
+h_request_header(sluice_req_t *req, const char *name, const char **value,
+                 size_t *len) {
+    PHASE(req, P_REQUEST_ANY);
+    if (name == NULL)
+        return SLUICE_EINVAL;
+    const sl_http_header_t *h = sl_http_header_find(&R(req)->http, name);
+    if (h == NULL)
+        return SLUICE_ENOTFOUND;
+    *value = h->value;
+    if (len != NULL)
+        *len = h->value_len;
+    return SLUICE_OK;
+}
+
+/* ---- response headers ---- */
+
+static int
+is_tchar(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static int
+header_owned(const char *name) {
+    static const char *const owned[] = {"content-length",
+                                        "content-type",
+                                        "transfer-encoding",
+                                        "connection",
+                                        "keep-alive",
+                                        "upgrade",
+                                        "trailer",
+                                        "te",
+                                        "proxy-connection",
+                                        "server",
+                                        NULL};
+    for (size_t i = 0; owned[i] != NULL; i++)
+        if (strcasecmp(name, owned[i]) == 0)
+            return 1;
+    return strncasecmp(name, "x-sluice-", 9) == 0;
+}
+
+static int
+h_response_header_set(sluice_req_t *req, const char *name, const char *value) {
+    PHASE(req, P_REQ | P_RESP | P_CHUNK);
+    sl_pipe_t *p = req->pipe;
+    if (R(req)->responded)
+        return SLUICE_EPHASE; /* the head is gone */
+    if (name == NULL || value == NULL || name[0] == '\0' ||
+        strlen(name) > 128 || header_owned(name))
+        return SLUICE_EINVAL;
+    for (const char *c = name; *c; c++)
+        if (!is_tchar((unsigned char)*c))
+            return SLUICE_EINVAL;
+    for (const unsigned char *c = (const unsigned char *)value; *c; c++)
+        if ((*c < 0x20 && *c != '\t') || *c == 0x7f)
+            return SLUICE_EINVAL;
+    size_t slot = p->nheaders, total = strlen(name) + strlen(value) + 4;
+    for (size_t i = 0; i < p->nheaders; i++) {
+        if (strcasecmp(p->hname[i], name) == 0)
+            slot = i;
+        else
+            total += strlen(p->hname[i]) + strlen(p->hvalue[i]) + 4;
+    }
+    if (slot == SL_PIPE_MAX_HEADERS || total > SL_PIPE_HEADER_BYTES)
+        return SLUICE_ETOOBIG;
+    const char *n = sl_arena_strndup(A(req), name, strlen(name));
+    const char *v = sl_arena_strndup(A(req), value, strlen(value));
+    char *lines = sl_arena_alloc(A(req), total + 1);
+    if (n == NULL || v == NULL || lines == NULL)
+        return SLUICE_ENOMEM;
+    p->hname[slot] = n;
+    p->hvalue[slot] = v;
+    if (slot == p->nheaders)
+        p->nheaders++;
+    size_t off = 0;
+    for (size_t i = 0; i < p->nheaders; i++)
+        off += (size_t)sprintf(lines + off, "%s: %s\r\n", p->hname[i],
+                               p->hvalue[i]);
+    R(req)->plugin_headers = lines;
+    return SLUICE_OK;
+}
+
+/* ---- the chat request ---- */
+
+static cJSON *
+messages(sluice_req_t *req) {
+    sl_call_t *k = req->pipe->k;
+    if (k == NULL || k->kind != SL_CALL_CHAT)
+        return NULL;
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(k->json, "messages");
+    return cJSON_IsArray(m) ? m : NULL;
+}
+
+static cJSON *
+message_at(sluice_req_t *req, size_t i) {
+    cJSON *m = messages(req);
+    if (m == NULL || i >= (size_t)cJSON_GetArraySize(m))
+        return NULL;
+    return cJSON_GetArrayItem(m, (int)i);
+}
+
+static int
+h_model(sluice_req_t *req, const char **name) {
+    PHASE(req, P_REQUEST_ANY);
+    if (R(req)->model == NULL)
+        return SLUICE_ENOTFOUND;
+    *name = R(req)->model;
+    return SLUICE_OK;
+}
+
+static int
+h_stream(sluice_req_t *req) {
+    PHASE(req, P_REQUEST_ANY);
+    return req->pipe->k != NULL && req->pipe->k->stream ? 1 : 0;
+}
+
+static int
+h_message_count(sluice_req_t *req, size_t *count) {
+    PHASE(req, P_REQUEST_ANY);
+    cJSON *m = messages(req);
+    *count = m != NULL ? (size_t)cJSON_GetArraySize(m) : 0;
+    return SLUICE_OK;
+}
+
+static int
+h_message_role(sluice_req_t *req, size_t i, const char **role) {
+    PHASE(req, P_REQUEST_ANY);
+    const cJSON *r =
+        cJSON_GetObjectItemCaseSensitive(message_at(req, i), "role");
+    if (!cJSON_IsString(r))
+        return SLUICE_ENOTFOUND;
+    *role = r->valuestring;
+    return SLUICE_OK;
+}
+
+static int
+is_text_part(const cJSON *part) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+    return cJSON_IsString(t) &&
+           (type == NULL ||
+            (cJSON_IsString(type) && strcmp(type->valuestring, "text") == 0));
+}
+
+static int
+h_message_text(sluice_req_t *req, size_t i, const char **text, size_t *len) {
+    PHASE(req, P_REQUEST_ANY);
+    const cJSON *m = message_at(req, i);
+    if (m == NULL)
+        return SLUICE_ENOTFOUND;
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+    if (cJSON_IsString(c))
+        return out_str(c->valuestring, text, len);
+    if (!cJSON_IsArray(c))
+        return SLUICE_ENOTFOUND;
+    size_t total = 0, n = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, c) {
+        if (is_text_part(part)) {
+            total += strlen(cJSON_GetObjectItemCaseSensitive(part, "text")
+                                ->valuestring) +
+                     1;
+            n++;
+        }
+    }
+    if (n == 0)
+        return SLUICE_ENOTFOUND;
+    char *out = sl_arena_alloc(A(req), total + 1), *o = out;
+    if (out == NULL)
+        return SLUICE_ENOMEM;
+    cJSON_ArrayForEach(part, c) {
+        if (!is_text_part(part))
+            continue;
+        const char *t =
+            cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring;
+        if (o != out)
+            *o++ = '\n';
+        size_t tl = strlen(t);
+        memcpy(o, t, tl);
+        o += tl;
+    }
+    *o = '\0';
+    return out_str(out, text, len);
+}
+
+static int
+h_message_set_text(sluice_req_t *req, size_t i, const char *text, size_t len) {
+    PHASE(req, P_REQ);
+    cJSON *m = message_at(req, i);
+    if (m == NULL)
+        return SLUICE_ENOTFOUND;
+    int rc;
+    char *s = copy_text(req, text, len, &rc);
+    if (s == NULL)
+        return rc;
+    cJSON *item = cJSON_CreateString(s);
+    if (item == NULL)
+        return SLUICE_ENOMEM;
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+    if (cJSON_IsArray(c)) {
+        /* The first text part takes the text; other text parts go; images
+         * and the like stay where they are. */
+        cJSON *part = c->child, *first = NULL;
+        while (part != NULL) {
+            cJSON *next = part->next;
+            if (is_text_part(part)) {
+                if (first == NULL) {
+                    first = part;
+                    retire(req, cJSON_DetachItemFromObjectCaseSensitive(
+                                    part, "text"));
+                    cJSON_AddItemToObject(part, "text", item);
+                } else {
+                    retire(req, cJSON_DetachItemViaPointer(c, part));
+                }
+            }
+            part = next;
+        }
+        if (first == NULL) {
+            cJSON *np = cJSON_CreateObject();
+            if (np == NULL) {
+                cJSON_Delete(item);
+                return SLUICE_ENOMEM;
+            }
+            cJSON_AddStringToObject(np, "type", "text");
+            cJSON_AddItemToObject(np, "text", item);
+            cJSON_InsertItemInArray(c, 0, np);
+        }
+    } else {
+        retire(req, cJSON_DetachItemFromObjectCaseSensitive(m, "content"));
+        cJSON_AddItemToObject(m, "content", item);
+    }
+    req->pipe->msgs_dirty = 1;
+    return SLUICE_OK;
+}
+
+/* ---- the answer ---- */
+
+static int
+h_response_status(sluice_req_t *req, int *status) {
+    PHASE(req, P_RESP | P_CHUNK | P_LOG);
+    switch (req->phase) {
+    case SLUICE_PHASE_RESPONSE: *status = req->pipe->resp_status; break;
+    case SLUICE_PHASE_CHUNK: *status = 200; break;
+    default: *status = R(req)->status; break;
+    }
+    return SLUICE_OK;
+}
+
+/* choices[choice].<field>.content of a parsed answer or event. */
+static cJSON *
+choice_content(cJSON *root, size_t choice, const char *field, cJSON **holder) {
+    cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
+    if (!cJSON_IsArray(choices) ||
+        choice >= (size_t)cJSON_GetArraySize(choices))
+        return NULL;
+    cJSON *h = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(choices, (int)choice), field);
+    if (!cJSON_IsObject(h))
+        return NULL;
+    if (holder != NULL)
+        *holder = h;
+    return cJSON_GetObjectItemCaseSensitive(h, "content");
+}
+
+static cJSON *
+response_json(sl_pipe_t *p) {
+    if (!p->resp_parsed) {
+        p->resp_parsed = 1;
+        p->resp_json = cJSON_ParseWithLength(p->resp_body, p->resp_len);
+    }
+    return p->resp_json;
+}
+
+static cJSON *
+chunk_json(sl_pipe_t *p) {
+    if (!p->chunk_parsed) {
+        p->chunk_parsed = 1;
+        p->chunk_json = cJSON_ParseWithLength(p->chunk, p->chunk_len);
+    }
+    return p->chunk_json;
+}
+
+/* Replaces holder.content with text; keeps the old item for the hook. */
+static int
+set_content(sluice_req_t *req, cJSON *holder, const char *text, size_t len) {
+    int rc;
+    char *s = copy_text(req, text, len, &rc);
+    if (s == NULL)
+        return rc;
+    cJSON *item = cJSON_CreateString(s);
+    if (item == NULL)
+        return SLUICE_ENOMEM;
+    retire(req, cJSON_DetachItemFromObjectCaseSensitive(holder, "content"));
+    cJSON_AddItemToObject(holder, "content", item);
+    return SLUICE_OK;
+}
+
+static int
+h_response_text(sluice_req_t *req, size_t choice, const char **text,
+                size_t *len) {
+    PHASE(req, P_RESP);
+    const cJSON *c =
+        choice_content(response_json(req->pipe), choice, "message", NULL);
+    if (!cJSON_IsString(c))
+        return SLUICE_ENOTFOUND;
+    return out_str(c->valuestring, text, len);
+}
+
+static int
+h_response_set_text(sluice_req_t *req, size_t choice, const char *text,
+                    size_t len) {
+    PHASE(req, P_RESP);
+    cJSON *holder = NULL;
+    choice_content(response_json(req->pipe), choice, "message", &holder);
+    if (holder == NULL)
+        return SLUICE_ENOTFOUND;
+    int rc = set_content(req, holder, text, len);
+    if (rc == SLUICE_OK)
+        req->pipe->resp_dirty = 1;
+    return rc;
+}
+
+static int
+h_delta_text(sluice_req_t *req, const char **text, size_t *len) {
+    PHASE(req, P_CHUNK);
+    const cJSON *c = choice_content(chunk_json(req->pipe), 0, "delta", NULL);
+    if (!cJSON_IsString(c))
+        return SLUICE_ENOTFOUND;
+    return out_str(c->valuestring, text, len);
+}
+
+static int
+h_delta_set_text(sluice_req_t *req, const char *text, size_t len) {
+    PHASE(req, P_CHUNK);
+    cJSON *holder = NULL;
+    choice_content(chunk_json(req->pipe), 0, "delta", &holder);
+    if (holder == NULL)
+        return SLUICE_ENOTFOUND;
+    int rc = set_content(req, holder, text, len);
+    if (rc == SLUICE_OK)
+        req->pipe->chunk_dirty = 1;
+    return rc;
+}
+
+static int
+h_respond(sluice_req_t *req, int status, const char *json, size_t len) {
+    PHASE(req, P_REQ | P_RESP);
+    if (status < 200 || status > 599 || json == NULL)
+        return SLUICE_EINVAL;
+    cJSON *check = cJSON_ParseWithLength(json, len);
+    if (check == NULL)
+        return SLUICE_EINVAL;
+    cJSON_Delete(check);
+    char *copy = sl_arena_strndup(A(req), json, len);
+    if (copy == NULL)
+        return SLUICE_ENOMEM;
+    req->pipe->answer_status = status;
+    req->pipe->answer = copy;
+    req->pipe->answer_len = len;
+    return SLUICE_OK;
+}
+
+/* ---- consumer, memory, state ---- */
+
+static int
+h_consumer(sluice_req_t *req, const char **id) {
+    PHASE(req, P_REQUEST_ANY);
+    if (R(req)->consumer == NULL)
+        return SLUICE_ENOTFOUND;
+    *id = R(req)->consumer;
+    return SLUICE_OK;
+}
+
+static int
+h_consumer_set(sluice_req_t *req, const char *id) {
+    PHASE(req, P_REQ);
+    if (id == NULL)
+        return SLUICE_EINVAL;
+    size_t n = strlen(id);
+    if (n == 0 || n > 256)
+        return SLUICE_EINVAL;
+    for (const unsigned char *c = (const unsigned char *)id; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return SLUICE_EINVAL;
+    char *copy = sl_arena_strndup(A(req), id, n);
+    if (copy == NULL)
+        return SLUICE_ENOMEM;
+    R(req)->consumer = copy;
+    return SLUICE_OK;
+}
+
+static void *
+h_alloc(sluice_req_t *req, size_t n) {
+    if (!allowed(req, P_REQUEST_ANY))
+        return NULL;
+    return sl_arena_alloc(A(req), n ? n : 1);
+}
+
+static void *
+h_state_get(sluice_req_t *req) {
+    if (!allowed(req, P_REQUEST_ANY))
+        return NULL;
+    return req->pipe->state[req->pos];
+}
+
+static int
+h_state_set(sluice_req_t *req, void *state) {
+    PHASE(req, P_REQUEST_ANY);
+    req->pipe->state[req->pos] = state;
+    return SLUICE_OK;
+}
+
+/* ---- key-value store ---- */
+
+static _Atomic(sl_store_t *) kv_store;
+
+void
+sl_plugin_host_set_store(sl_store_t *st) {
+    atomic_store(&kv_store, st);
+}
+
+static int
+from_store(int rc) {
+    switch (rc) {
+    case 0: return SLUICE_OK;
+    case SL_ENOTFOUND: return SLUICE_ENOTFOUND;
+    case SL_EINVAL: return SLUICE_EINVAL;
+    case SL_ETOOBIG: return SLUICE_ETOOBIG;
+    case SL_EAGAIN: return SLUICE_EAGAIN;
+    case SL_ENOMEM: return SLUICE_ENOMEM;
+    default: return SLUICE_EIO;
+    }
+}
+
+/* The store, or NULL with *rc set. */
+static sl_store_t *
+kv_begin(sluice_req_t *req, const void *key, size_t klen, int *rc) {
+    *rc = SLUICE_EPHASE;
+    if (!allowed(req, P_ALL))
+        return NULL;
+    *rc = SLUICE_EINVAL;
+    if (key == NULL || klen == 0 || klen > 400)
+        return NULL;
+    sl_store_t *st = atomic_load(&kv_store);
+    *rc = st != NULL ? SLUICE_OK : SLUICE_EUNAVAIL;
+    return st;
+}
+
+static int
+h_kv_get(sluice_req_t *req, const void *key, size_t klen, void *buf, size_t cap,
+         size_t *len) {
+    int rc;
+    sl_store_t *st = kv_begin(req, key, klen, &rc);
+    if (st == NULL)
+        return rc;
+    return from_store(sl_store_get(st, SL_STORE_KV, req->inst->kv_ns, key, klen,
+                                   buf, cap, len, NULL));
+}
+
+static int
+h_kv_set(sluice_req_t *req, const void *key, size_t klen, const void *val,
+         size_t vlen, int64_t ttl_ms) {
+    int rc;
+    sl_store_t *st = kv_begin(req, key, klen, &rc);
+    if (st == NULL)
+        return rc;
+    if ((val == NULL && vlen > 0) || ttl_ms < 0)
+        return SLUICE_EINVAL;
+    return from_store(sl_store_put_async(st, SL_STORE_KV, req->inst->kv_ns, key,
+                                         klen, val ? val : "", vlen, ttl_ms,
+                                         NULL, NULL));
+}
+
+static int
+h_kv_delete(sluice_req_t *req, const void *key, size_t klen) {
+    int rc;
+    sl_store_t *st = kv_begin(req, key, klen, &rc);
+    if (st == NULL)
+        return rc;
+    return from_store(sl_store_del_async(st, SL_STORE_KV, req->inst->kv_ns, key,
+                                         klen, NULL, NULL));
+}
+
+static int
+h_kv_incr(sluice_req_t *req, const void *key, size_t klen, int64_t delta,
+          int64_t ttl_ms, int64_t *value) {
+    int rc;
+    sl_store_t *st = kv_begin(req, key, klen, &rc);
+    if (st == NULL)
+        return rc;
+    if (ttl_ms < 0)
+        return SLUICE_EINVAL;
+    /* The writer applies every increment; what we answer is what this
+     * gateway has committed so far plus ours, without waiting. */
+    int64_t cur = 0;
+    rc = sl_store_get_counter(st, SL_STORE_KV, req->inst->kv_ns, key, klen,
+                              &cur, NULL);
+    if (rc == SL_ENOTFOUND)
+        cur = 0;
+    else if (rc != 0)
+        return from_store(rc);
+    if ((delta > 0 && cur > INT64_MAX - delta) ||
+        (delta < 0 && cur < INT64_MIN - delta))
+        return SLUICE_EINVAL;
+    rc = sl_store_incr_async(st, SL_STORE_KV, req->inst->kv_ns, key, klen,
+                             delta, ttl_ms, NULL, NULL);
+    if (rc != 0)
+        return from_store(rc);
+    if (value != NULL)
+        *value = cur + delta;
+    return SLUICE_OK;
+}
+
+/* ---- logging ---- */
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+static void
+h_log(sluice_req_t *req, int level, const char *fmt, ...) {
+    if (!allowed(req, P_ALL) || fmt == NULL)
+        return;
+    if (level < SLUICE_LOG_ERROR || level > SLUICE_LOG_DEBUG)
+        level = SLUICE_LOG_INFO;
+    if (level == SLUICE_LOG_DEBUG && getenv("SLUICE_PLUGIN_DEBUG") == NULL)
+        return;
+    char line[1024];
+    int n =
+        snprintf(line, sizeof(line), "sluice: plugin %s: %s: ", req->inst->name,
+                 level_names[level]);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (m < 0)
+        return;
+    size_t len = (size_t)n + (size_t)m;
+    if (len > sizeof(line) - 2)
+        len = sizeof(line) - 2;
+    /* One line per call, whatever the plugin put in it. */
+    for (size_t i = (size_t)n; i < len; i++)
+        if ((unsigned char)line[i] < 0x20)
+            line[i] = ' ';
+    line[len++] = '\n';
+    ssize_t w = write(2, line, len); /* one write: lines do not interleave */
+    (void)w;
+}
+
+/* ---- metrics ---- */
+
+/* One table per worker thread (slot 0 is the loading thread), written only
+ * by its own thread; a reader sums the slots. */
+#define SL_METRIC_SLOTS 258
+#define SL_METRIC_SERIES 512
+
+typedef struct {
+    atomic_int ready; /* the key below is set */
+    uint32_t hash;
+    char plugin[65];
+    char name[65];
+    char labels[193];
+    _Atomic double value;
+} sl_metric_t;
+
+typedef struct {
+    sl_metric_t s[SL_METRIC_SERIES];
+} sl_metric_table_t;
+
+static _Atomic(sl_metric_table_t *) metric_tables[SL_METRIC_SLOTS];
+
+static uint32_t
+fnv(uint32_t h, const char *s) {
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h * 16777619u;
+}
+
+static int
+metric_name_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64 || (s[0] >= '0' && s[0] <= '9'))
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+              (*s >= '0' && *s <= '9') || *s == '_' || *s == ':'))
+            return 0;
+    return 1;
+}
+
+static int
+labels_ok(const char *s) {
+    if (strlen(s) > 192)
+        return 0;
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == '{' || *s == '}')
+            return 0;
+    return 1;
+}
+
+static sl_metric_t *
+metric_find(sl_metric_table_t *t, uint32_t h, const char *plugin,
+            const char *name, const char *labels, int create) {
+    for (size_t i = 0; i < SL_METRIC_SERIES; i++) {
+        sl_metric_t *m = &t->s[(h + i) % SL_METRIC_SERIES];
+        if (!atomic_load_explicit(&m->ready, memory_order_acquire)) {
+            if (!create)
+                return NULL;
+            m->hash = h;
+            snprintf(m->plugin, sizeof(m->plugin), "%s", plugin);
+            snprintf(m->name, sizeof(m->name), "%s", name);
+            snprintf(m->labels, sizeof(m->labels), "%s", labels);
+            atomic_init(&m->value, 0.0);
+            atomic_store_explicit(&m->ready, 1, memory_order_release);
+            return m;
+        }
+        if (m->hash == h && strcmp(m->plugin, plugin) == 0 &&
+            strcmp(m->name, name) == 0 && strcmp(m->labels, labels) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+static int
+h_metric_add(sluice_req_t *req, const char *name, const char *labels,
+             double value) {
+    PHASE(req, P_ALL);
+    if (labels == NULL)
+        labels = "";
+    if (name == NULL || !metric_name_ok(name) || !labels_ok(labels) ||
+        !isfinite(value) || value < 0)
+        return SLUICE_EINVAL;
+    int slot = 0;
+    if (req->phase != SLUICE_PHASE_LOAD && R(req)->w != NULL)
+        slot = R(req)->w->id + 1;
+    if (slot < 0 || slot >= SL_METRIC_SLOTS)
+        return SLUICE_EINVAL;
+    sl_metric_table_t *t = atomic_load(&metric_tables[slot]);
+    if (t == NULL) {
+        /* Only this thread writes this slot; the pointer is published for
+         * readers. Freed never: a few per worker for the process's life. */
+        t = calloc(1, sizeof(*t));
+        if (t == NULL)
+            return SLUICE_ENOMEM;
+        atomic_store(&metric_tables[slot], t);
+    }
+    const char *plugin = req->inst->name;
+    uint32_t h = fnv(fnv(fnv(2166136261u, plugin), name), labels);
+    sl_metric_t *m = metric_find(t, h, plugin, name, labels, 1);
+    if (m == NULL)
+        return SLUICE_ETOOBIG;
+    double v = atomic_load_explicit(&m->value, memory_order_relaxed);
+    atomic_store_explicit(&m->value, v + value, memory_order_relaxed);
+    return SLUICE_OK;
+}
+
+double
+sl_plugin_metric_get(const char *plugin, const char *name, const char *labels) {
+    if (labels == NULL)
+        labels = "";
+    uint32_t h = fnv(fnv(fnv(2166136261u, plugin), name), labels);
+    double sum = 0;
+    for (int i = 0; i < SL_METRIC_SLOTS; i++) {
+        sl_metric_table_t *t = atomic_load(&metric_tables[i]);
+        sl_metric_t *m =
+            t != NULL ? metric_find(t, h, plugin, name, labels, 0) : NULL;
+        if (m != NULL)
+            sum += atomic_load_explicit(&m->value, memory_order_relaxed);
+    }
+    return sum;
+}
+
+/* ---- the call context ---- */
+
+static int
+h_phase(sluice_req_t *req) {
+    return req != NULL ? (int)req->phase : SLUICE_EINVAL;
+}
+
+static const char *
+h_instance_name(sluice_req_t *req) {
+    return req != NULL && req->inst != NULL ? req->inst->name : NULL;
+}
+
+static const sluice_host_t host = {
+    .size = sizeof(sluice_host_t),
+    .abi_major = SLUICE_ABI_MAJOR,
+    .abi_minor = SLUICE_ABI_MINOR,
+    .gateway_version = PACKAGE_VERSION,
+    .config_string = h_config_string,
+    .config_int = h_config_int,
+    .config_number = h_config_number,
+    .config_bool = h_config_bool,
+    .config_list_count = h_config_list_count,
+    .config_list_item = h_config_list_item,
+    .config_json = h_config_json,
+    .request_method = h_request_method,
+    .request_path = h_request_path,
+    .request_header = h_request_header,
+    .response_header_set = h_response_header_set,
+    .model = h_model,
+    .stream = h_stream,
+    .message_count = h_message_count,
+    .message_role = h_message_role,
+    .message_text = h_message_text,
+    .message_set_text = h_message_set_text,
+    .response_status = h_response_status,
+    .response_text = h_response_text,
+    .response_set_text = h_response_set_text,
+    .delta_text = h_delta_text,
+    .delta_set_text = h_delta_set_text,
+    .respond = h_respond,
+    .consumer = h_consumer,
+    .consumer_set = h_consumer_set,
+    .alloc = h_alloc,
+    .state_get = h_state_get,
+    .state_set = h_state_set,
+    .kv_get = h_kv_get,
+    .kv_set = h_kv_set,
+    .kv_delete = h_kv_delete,
+    .kv_incr = h_kv_incr,
+    .log = h_log,
+    .metric_add = h_metric_add,
+    .phase = h_phase,
+    .instance_name = h_instance_name,
+};
+
+const sluice_host_t *
+sl_plugin_host(void) {
+    return &host;
+}
