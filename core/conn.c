@@ -9,6 +9,7 @@
 #include "accesslog.h"
 #include "clock.h"
 #include "error.h"
+#include "pipeline.h"
 #include "metrics.h"
 
 #include <errno.h>
@@ -205,6 +206,8 @@ format_head(sl_request_t *r, char *buf, size_t cap, int status,
                                 "Connection: keep-alive\r\n");
     if (extra != NULL)
         len += (size_t)snprintf(buf + len, cap - len, "%s", extra);
+    if (r->plugin_headers != NULL && len + strlen(r->plugin_headers) + 3 < cap)
+        len += (size_t)snprintf(buf + len, cap - len, "%s", r->plugin_headers);
     len += (size_t)snprintf(buf + len, cap - len, "\r\n");
     return len < cap ? len : cap - 1;
 }
@@ -223,6 +226,8 @@ sl_response_send(sl_request_t *r, int status, const char *content_type,
 {
     sl_conn_t *c = r->conn;
     char head[2048];
+    if (r->pipe != NULL)
+        sl_pipeline_response(r, &status, &content_type, &body, &len);
     if (r->front != NULL) {
         const sl_front_t *f = r->front;
         r->front = NULL;
@@ -247,6 +252,9 @@ sl_response_send_buffer(sl_request_t *r, int status, const char *content_type,
 {
     sl_conn_t *c = r->conn;
     char head[2048];
+    if (r->pipe != NULL &&
+        sl_pipeline_response_buffer(r, status, content_type, extra, body))
+        return;
     size_t len = evbuffer_get_length(body);
     if (r->front != NULL) {
         sl_response_send(r, status, content_type, extra,

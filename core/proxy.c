@@ -2,6 +2,7 @@
  * target chosen; everything provider-specific lives in providers/. */
 #include "proxy.h"
 #include "error.h"
+#include "pipeline.h"
 #include "providers/provider.h"
 #include "router.h"
 #include "worker.h"
@@ -89,6 +90,8 @@ int
 sl_call_forward(sl_call_t *k, const char *data, size_t len)
 {
     sl_request_t *r = k->r;
+    if (r->pipe != NULL && sl_pipeline_chunk(r, &data, &len) != 0)
+        return 0;
     if (!r->responded) {
         /* Hold the preamble until the first token: a failure before it can
          * still fall back to another target without the client seeing two
@@ -484,7 +487,7 @@ void
 sl_proxy_chat(sl_request_t *r)
 {
     sl_call_t *k = call_new(r, SL_CALL_CHAT);
-    if (k != NULL)
+    if (k != NULL && sl_pipeline_request(r, k) == 0)
         attempt(k);
 }
 
@@ -492,6 +495,6 @@ void
 sl_proxy_embeddings(sl_request_t *r)
 {
     sl_call_t *k = call_new(r, SL_CALL_EMBEDDINGS);
-    if (k != NULL)
+    if (k != NULL && sl_pipeline_request(r, k) == 0)
         attempt(k);
 }

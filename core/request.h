@@ -12,6 +12,7 @@
 struct sl_conn;
 struct sl_worker;
 struct sl_snapshot;
+struct sl_pipe;
 
 typedef struct sl_request sl_request_t;
 
@@ -67,6 +68,13 @@ struct sl_request {
     void (*cancel)(sl_request_t *r);
     void (*resume)(sl_request_t *r);
     int paused;
+
+    /* Plugins (pipeline.c): the route's instances and their per-request
+     * state; NULL when the route runs no plugins. */
+    struct sl_pipe *pipe;
+    const char *consumer; /* set by an auth plugin; NULL when none */
+    /* "Name: value\r\n" lines plugins add to the answer; NULL when none. */
+    const char *plugin_headers;
 
     /* The front door when not OpenAI's (frontends/); NULL otherwise. */
     const sl_front_t *front;
