@@ -63,8 +63,7 @@ typedef int (*sl_anthropic_chunk_fn)(void *ud, const cJSON *chunk,
 
 /* `model` names the chunks until message_start gives the provider's own;
  * `created` stamps every chunk. NULL on out of memory. */
-sl_anthropic_stream_t *sl_anthropic_stream_new(const char *model,
-                                               long created,
+sl_anthropic_stream_t *sl_anthropic_stream_new(const char *model, long created,
                                                sl_anthropic_chunk_fn cb,
                                                void *ud);
 void sl_anthropic_stream_free(sl_anthropic_stream_t *s);
@@ -73,11 +72,10 @@ void sl_anthropic_stream_free(sl_anthropic_stream_t *s);
  * data. Returns 0 to go on, 1 once message_stop is handled (the stream is
  * complete: the caller writes data: [DONE]), SL_EUPSTREAM for an error
  * event, SL_EINVAL for an event that is not JSON or not the shape its type
- * promises, SL_ENOMEM, or the callback's error. After an error, or once
- * complete, later events are refused with the same code. */
+ * promises, SL_ENOMEM, or the callback's error. After an error, later
+ * events are refused with the same code; once complete, they are ignored. */
 int sl_anthropic_stream_event(sl_anthropic_stream_t *s, const char *event,
-                              size_t event_len, const char *data,
-                              size_t len);
+                              size_t event_len, const char *data, size_t len);
 
 /* 1 once message_stop was handled. A stream that ends without it was cut. */
 int sl_anthropic_stream_done(const sl_anthropic_stream_t *s);

@@ -49,6 +49,7 @@ typedef struct sl_call {
 
 /* Adapters: start one attempt on k->target. */
 void sl_openai_start(sl_call_t *k);
+void sl_anthropic_start(sl_call_t *k);
 void sl_gemini_start(sl_call_t *k);
 void sl_mock_start(sl_call_t *k);
 
