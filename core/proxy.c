@@ -391,6 +391,9 @@ attempt(sl_call_t *k)
         case SL_PROVIDER_GEMINI:
             sl_gemini_start(k);
             break;
+        case SL_PROVIDER_ANTHROPIC:
+            sl_anthropic_start(k);
+            break;
         case SL_PROVIDER_OPENAI:
         case SL_PROVIDER_AZURE:
         default:
