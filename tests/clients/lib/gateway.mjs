@@ -103,6 +103,7 @@ function stopChild(child, graceMs = 10000) {
 // Starts the mock upstream and a gateway in front of it. The config has:
 //   "gpt-test" -> the mock upstream (an openai-type provider)
 //   "echo"     -> the built-in mock provider
+//   "claude-test" -> the mock upstream's Anthropic Messages API
 // Returns {baseURL, mockURL, stop()}; stop() resolves with the gateway's
 // exit {code, signal} and its stderr so a test can assert a clean exit.
 export async function startGateway() {
@@ -140,10 +141,18 @@ export async function startGateway() {
           api_key_env: 'SLUICE_TEST_MOCK_KEY',
         },
         mock: { type: 'mock' },
+        claude: {
+          type: 'anthropic',
+          base_url: mockURL,
+          api_key_env: 'SLUICE_TEST_MOCK_KEY',
+        },
       },
       models: {
         'gpt-test': { targets: [{ provider: 'upstream', model: 'mock-model' }] },
         echo: { targets: [{ provider: 'mock', model: 'echo' }] },
+        'claude-test': {
+          targets: [{ provider: 'claude', model: 'claude-mock-1' }],
+        },
       },
       access_log: join(dir, 'access.log'),
     };

@@ -60,5 +60,5 @@ test('models.list returns the configured aliases', async () => {
     assert.equal(m.object, 'model');
     ids.push(m.id);
   }
-  assert.deepEqual(ids.slice().sort(), ['echo', 'gpt-test']);
+  assert.deepEqual(ids.slice().sort(), ['claude-test', 'echo', 'gpt-test']);
 });
