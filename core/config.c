@@ -1048,7 +1048,8 @@ load_plugins(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
 }
 
 /* Every name a route lists is in $.plugins, once; plugins run around
- * model calls only, so a models or health route cannot promise them. */
+ * model calls only (chat, embeddings, messages), so a models or health
+ * route cannot promise them. */
 static void
 check_route_plugins(ctx_t *c, const sl_config_t *cfg) {
     char ap[256], p[256];
@@ -1060,7 +1061,8 @@ check_route_plugins(ctx_t *c, const sl_config_t *cfg) {
         if (r->nplugins > 0 && (r->kind == SL_ROUTE_MODELS ||
                                 r->kind == SL_ROUTE_HEALTH))
             cfg_err(c, ap,
-                    "plugins run on chat and embeddings routes only");
+                    "plugins run around model calls: not on a %s route",
+                    r->kind == SL_ROUTE_MODELS ? "models" : "health");
         for (size_t k = 0; k < r->nplugins; k++) {
             const char *name = r->plugins[k];
             size_t j;

@@ -133,22 +133,18 @@ lib_open(const char *path, char *err, size_t errlen) {
         }
         stale = l;
     }
-    void *h;
     dlerror();
-    if (stale != NULL) {
-        h = open_copy(path);
-        if (h == NULL && dlerror() == NULL)
-            snprintf(err, errlen,
-                     "cannot load the new %s beside the old one: no "
-                     "writable directory for a private copy",
-                     path);
-    } else {
-        h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    }
+    void *h =
+        stale != NULL ? open_copy(path) : dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (h == NULL) {
         const char *why = dlerror();
         if (why != NULL)
             snprintf(err, errlen, "cannot load %s: %s", path, why);
+        else /* no copy could be written */
+            snprintf(err, errlen,
+                     "cannot load the new %s beside the old one: no "
+                     "writable directory for a private copy",
+                     path);
         pthread_mutex_unlock(&libs_lock);
         return NULL;
     }

@@ -192,7 +192,8 @@ typedef struct sluice_plugin {
 
     /* After the body is decoded and the model resolved, before the
      * upstream call. May read and rewrite the messages, set the consumer,
-     * answer early (RESPOND). Runs for chat and embeddings routes. */
+     * answer early (RESPOND). Runs on chat, embeddings and messages (the
+     * Anthropic front door, seen here in OpenAI's shape) routes. */
     sluice_hook_fn on_request;
     /* Before a non-stream answer goes to the client (the upstream's answer,
      * or the gateway's error about the upstream). May read and rewrite the
