@@ -30,6 +30,8 @@ static sluice_verdict_t
 call(sl_pipe_t *p, size_t pos, sluice_phase_t phase, sluice_hook_fn hook) {
     const sl_plugin_inst_t *in = p->chain->items[pos];
     struct sluice_req req = {.pipe = p, .inst = in, .pos = pos, .phase = phase};
+    /* A RESPOND answers with what this hook set, never an earlier one's. */
+    p->answer = NULL;
     sluice_verdict_t v = hook(in->instance, &req);
     if (v != SLUICE_CONTINUE && v != SLUICE_RESPOND)
         v = SLUICE_ERROR; /* anything else is a plugin bug: count it so */
