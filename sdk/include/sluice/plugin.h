@@ -315,11 +315,14 @@ struct sluice_host {
     /* Number of messages. Phases: req, resp, chunk, log. */
     int (*message_count)(sluice_req_t *req, size_t *count);
     /* Message i's role ("system", "user", "assistant", "tool"...);
-     * borrowed, NUL-terminated. SLUICE_ENOTFOUND past the end. */
+     * borrowed, NUL-terminated. SLUICE_ENOTFOUND past the end. Phases:
+     * req, resp, chunk, log. */
     int (*message_role)(sluice_req_t *req, size_t i, const char **role);
     /* Message i's text: its string content, or its text parts joined with
      * "\n". Borrowed, NUL-terminated (*len may be NULL). SLUICE_ENOTFOUND
-     * past the end or when the message has no text (content null). */
+     * past the end or when the message has no text (content null).
+     * Phases: req, resp, chunk, log. Text read in on_request before a
+     * rewrite stays valid until the hook returns. */
     int (*message_text)(sluice_req_t *req, size_t i, const char **text,
                         size_t *len);
     /* Replaces message i's text (copied): a string content becomes
@@ -425,7 +428,7 @@ struct sluice_host {
                       double value);
 
     /* -- the call context (since 1.0) ---------------------------------- */
-    /* The phase this context is in (a sluice_phase_t). */
+    /* The phase this context is in (a sluice_phase_t). Phases: all. */
     int (*phase)(sluice_req_t *req);
     /* The instance's name in the config (not the descriptor's name).
      * Borrowed; valid until destroy(). Phases: all. */
