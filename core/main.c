@@ -1,6 +1,7 @@
 /* sluice: run the gateway, or check a config. */
 #include "config.h"
 #include "error.h"
+#include "plugin.h"
 #include "worker.h"
 
 #include <curl/curl.h>
@@ -81,6 +82,19 @@ main(int argc, char **argv)
     if (load(file, &cfg) != 0)
         return 1;
     if (strcmp(cmd, "check") == 0) {
+        /* Plugins load too: their configs are checked against their
+         * schemas, and create() must succeed. */
+        sl_config_errors_t errs = {0};
+        sl_plugins_t *ps = sl_plugins_load(cfg, &errs);
+        for (size_t e = 0; e < errs.count; e++)
+            fprintf(stderr, "%s: %s: %s\n", file, errs.items[e].path,
+                    errs.items[e].message);
+        sl_config_errors_free(&errs);
+        sl_plugins_free(ps);
+        if (ps == NULL) {
+            sl_config_free(cfg);
+            return 1;
+        }
         printf("%s: ok (%zu provider(s), %zu model(s), %zu route(s))\n", file,
                cfg->nproviders, cfg->nmodels, cfg->nroutes);
         sl_config_free(cfg);

@@ -4,6 +4,7 @@
 #include "admin.h"
 #include "store.h"
 #include "error.h"
+#include "plugin.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -176,6 +177,33 @@ check_restart_only(const sl_config_t *old, const sl_config_t *cfg,
     return SL_ECONFIG;
 }
 
+static void
+free_plugins(void *ps)
+{
+    sl_plugins_free(ps);
+}
+
+/* A snapshot of cfg with its own plugin instances; NULL (cfg freed) with
+ * the reasons in errs when a plugin does not load. */
+static sl_snapshot_t *
+snapshot_build(sl_config_t *cfg, int nslots, uint64_t generation,
+               sl_config_errors_t *errs)
+{
+    sl_plugins_t *ps = sl_plugins_load(cfg, errs);
+    if (ps == NULL) {
+        sl_config_free(cfg);
+        return NULL;
+    }
+    sl_snapshot_t *s = sl_snapshot_new(cfg, nslots, generation);
+    if (s == NULL) {
+        sl_plugins_free(ps);
+        return NULL;
+    }
+    s->plugins = ps;
+    s->plugins_free = free_plugins;
+    return s;
+}
+
 int
 sl_server_reload(sl_server_t *srv, sl_config_errors_t *errs)
 {
@@ -190,10 +218,11 @@ sl_server_reload(sl_server_t *srv, sl_config_errors_t *errs)
         return rc;
     }
     int nslots = srv->nworkers + 1;
-    sl_snapshot_t *snap = sl_snapshot_new(cfg, nslots, ++srv->generation);
+    sl_snapshot_t *snap =
+        snapshot_build(cfg, nslots, ++srv->generation, errs);
     if (snap == NULL) {
         atomic_fetch_add(&srv->reloads_rejected, 1);
-        return SL_ENOMEM;
+        return SL_ECONFIG;
     }
     atomic_store(&srv->current, snap);
     /* Each worker switches on its own thread; the admin slot here. */
@@ -261,7 +290,13 @@ sl_server_run(const char *path, sl_config_t *cfg)
         sl_config_free(cfg);
         goto done_early;
     }
-    sl_snapshot_t *snap = sl_snapshot_new(cfg, srv.nworkers + 1, 0);
+    sl_plugin_host_set_store(srv.store);
+    sl_config_errors_t perrs = {0};
+    sl_snapshot_t *snap = snapshot_build(cfg, srv.nworkers + 1, 0, &perrs);
+    for (size_t i = 0; i < perrs.count; i++)
+        fprintf(stderr, "%s: %s: %s\n", path, perrs.items[i].path,
+                perrs.items[i].message);
+    sl_config_errors_free(&perrs);
     if (snap == NULL)
         goto done_early;
     atomic_init(&srv.current, snap);
@@ -341,6 +376,7 @@ done:
     free(srv.workers);
     sl_snapshot_drop(atomic_load(&srv.current)); /* the server's hold */
 done_early:
+    sl_plugin_host_set_store(NULL);
     if (srv.store != NULL)
         sl_store_close(srv.store); /* commits what is queued, then syncs */
     free(srv.config_path);
