@@ -337,9 +337,58 @@ parse_listen_addr(ctx_t *c, const char *path, const char *addr,
     l->host = cfg_strdup(c, host);
 }
 
+/* A file the gateway must read at start and on reload: checked now so a
+ * typo is a config error with its path, not a failed handshake later. */
+static void
+readable_file(ctx_t *c, const char *path, const char *file) {
+    FILE *f = fopen(file, "r");
+    if (f == NULL)
+        cfg_err(c, path, "cannot read \"%s\": %s", file, strerror(errno));
+    else
+        fclose(f);
+}
+
+static void
+load_listen_tls(ctx_t *c, sl_listen_t *l, const cJSON *v, const char *lp) {
+    static const char *const keys[] = {"cert", "key", "client_ca",
+                                       "require_client_cert", NULL};
+    char p[256], fp[256];
+    const cJSON *b;
+
+    if (v == NULL)
+        return;
+    path_key(p, sizeof(p), lp, "tls");
+    if (!want_object(c, v, p))
+        return;
+    check_keys(c, v, p, keys);
+    if (dup_string(c, v, p, "cert", 1, &l->tls_cert) == 1) {
+        path_key(fp, sizeof(fp), p, "cert");
+        readable_file(c, fp, l->tls_cert);
+    }
+    if (dup_string(c, v, p, "key", 1, &l->tls_key) == 1) {
+        path_key(fp, sizeof(fp), p, "key");
+        readable_file(c, fp, l->tls_key);
+    }
+    if (dup_string(c, v, p, "client_ca", 0, &l->tls_client_ca) == 1 &&
+        l->tls_client_ca != NULL) {
+        path_key(fp, sizeof(fp), p, "client_ca");
+        readable_file(c, fp, l->tls_client_ca);
+        l->tls_require_client_cert = 1; /* a CA given means mTLS */
+    }
+    if ((b = member(v, "require_client_cert")) != NULL) {
+        path_key(fp, sizeof(fp), p, "require_client_cert");
+        if (!cJSON_IsBool(b))
+            cfg_err(c, fp, "must be true or false");
+        else if (cJSON_IsTrue(b) && l->tls_client_ca == NULL)
+            cfg_err(c, fp, "needs \"client_ca\"");
+        else
+            l->tls_require_client_cert = cJSON_IsTrue(b);
+    }
+}
+
 static void
 load_listen(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
-    static const char *const keys[] = {"addr", NULL};
+    static const char *const keys[] = {"addr", "tls", NULL};
     char p[256], ap[256];
     size_t i = 0;
     const cJSON *el;
@@ -375,6 +424,7 @@ load_listen(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
             path_key(ap, sizeof(ap), p, "addr");
             if (get_string(c, el, p, "addr", 1, &addr) != 1)
                 continue;
+            load_listen_tls(c, l, member(el, "tls"), p);
         } else {
             cfg_err(c, p, "must be an object or a \"host:port\" string");
             continue;
@@ -1334,6 +1384,9 @@ sl_config_free(sl_config_t *cfg) {
     for (size_t i = 0; i < cfg->nlisten; i++) {
         free(cfg->listen[i].addr);
         free(cfg->listen[i].host);
+        free(cfg->listen[i].tls_cert);
+        free(cfg->listen[i].tls_key);
+        free(cfg->listen[i].tls_client_ca);
     }
     free(cfg->listen);
     for (size_t i = 0; i < cfg->nproviders; i++) {

@@ -106,6 +106,10 @@ typedef struct {
     char *addr; /* as written, "host:port" or "[v6]:port" */
     char *host;
     int port;
+    /* "tls": {"cert", "key", "client_ca", "require_client_cert"}; cert and
+     * key are PEM file paths, NULL for a plain listener. */
+    char *tls_cert, *tls_key, *tls_client_ca;
+    int tls_require_client_cert;
 } sl_listen_t;
 
 typedef struct {

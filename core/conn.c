@@ -9,10 +9,12 @@
 #include "accesslog.h"
 #include "clock.h"
 #include "error.h"
+#include "tls.h"
 #include "pipeline.h"
 #include "metrics.h"
 
 #include <errno.h>
+#include <openssl/err.h>
 #include <event2/buffer.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +116,11 @@ conn_free(sl_conn_t *c)
     event_free(c->timer);
     event_free(c->rev);
     event_free(c->wev);
+    if (c->ssl != NULL) {
+        SSL_set_quiet_shutdown(c->ssl, 1);
+        SSL_free(c->ssl);
+    }
+    free(c->tls_peer);
     evbuffer_free(c->in);
     evbuffer_free(c->out);
     evutil_closesocket(c->fd);
@@ -410,6 +417,11 @@ request_new(sl_conn_t *c)
         return NULL;
     sl_snapshot_hold(r->snap, c->w->id);
     r->prompt_tokens = r->completion_tokens = r->total_tokens = -1;
+    if (c->ssl != NULL && c->tls_peer == NULL && SSL_is_init_finished(c->ssl))
+        c->tls_peer = sl_tls_peer_name(c->ssl);
+    /* A verified client certificate names the consumer; an auth plugin may
+     * name another. */
+    r->consumer = c->tls_peer;
     c->req = r;
     return r;
 }
@@ -590,10 +602,46 @@ conn_process(sl_conn_t *c)
         conn_free(c);
 }
 
+/* Reads what a TLS connection has: records may hold more than one read
+ * returns, so it reads until OpenSSL wants the socket again. */
+static int
+read_some_tls(sl_conn_t *c)
+{
+    for (int round = 0; round < 64; round++) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(c->in, 16384, &v, 1) < 1)
+            return -1;
+        int n = SSL_read(c->ssl, v.iov_base, (int)v.iov_len);
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(c->in, &v, 1);
+            continue;
+        }
+        switch (SSL_get_error(c->ssl, n)) {
+        case SSL_ERROR_WANT_READ:
+            return 0;
+        case SSL_ERROR_WANT_WRITE:
+            c->ssl_read_on_write = 1;
+            if (!c->want_write) {
+                event_add(c->wev, NULL);
+                c->want_write = 1;
+            }
+            return 0;
+        default: /* closed, or a handshake that failed */
+            ERR_clear_error();
+            return -1;
+        }
+    }
+    event_active(c->rev, EV_READ, 1); /* more pending: later, be fair */
+    return 0;
+}
+
 /* Reads what the socket has. Returns 0, or -1 when the peer is gone. */
 static int
 read_some(sl_conn_t *c)
 {
+    if (c->ssl != NULL)
+        return read_some_tls(c);
     for (int round = 0; round < 4; round++) {
         struct evbuffer_iovec v;
         if (evbuffer_reserve_space(c->in, 16384, &v, 1) < 1)
@@ -646,6 +694,30 @@ conn_flush(sl_conn_t *c)
 {
     if (c->broken)
         return;
+    while (c->ssl != NULL && evbuffer_get_length(c->out) > 0) {
+        size_t len = evbuffer_get_length(c->out);
+        if (len > 16384)
+            len = 16384; /* one TLS record */
+        const void *p = evbuffer_pullup(c->out, (ssize_t)len);
+        int n = SSL_write(c->ssl, p, (int)len);
+        if (n > 0) {
+            evbuffer_drain(c->out, (size_t)n);
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, n);
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            if (!c->want_write) {
+                event_add(c->wev, NULL);
+                c->want_write = 1;
+            }
+            return;
+        }
+        ERR_clear_error();
+        c->broken = 1;
+        evbuffer_drain(c->out, evbuffer_get_length(c->out));
+        event_active(c->wev, EV_WRITE, 1);
+        return;
+    }
     while (evbuffer_get_length(c->out) > 0) {
         int n = evbuffer_write(c->out, c->fd);
         if (n > 0)
@@ -677,6 +749,10 @@ on_writable(evutil_socket_t fd, short what, void *arg)
     if (c->broken) {
         conn_free(c);
         return;
+    }
+    if (c->ssl_read_on_write) {
+        c->ssl_read_on_write = 0;
+        event_active(c->rev, EV_READ, 1);
     }
     conn_flush(c);
     if (c->broken)
@@ -720,7 +796,7 @@ on_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 sl_conn_t *
-sl_conn_new(sl_worker_t *w, evutil_socket_t fd)
+sl_conn_new(sl_worker_t *w, evutil_socket_t fd, SSL_CTX *tls)
 {
     sl_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -752,6 +828,20 @@ sl_conn_new(sl_worker_t *w, evutil_socket_t fd)
         evutil_closesocket(fd);
         free(c);
         return NULL;
+    }
+    if (tls != NULL) {
+        c->ssl = SSL_new(tls);
+        if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+            /* The same clean-up as any failed connection. */
+            c->next = w->conns;
+            if (w->conns != NULL)
+                w->conns->prev = c;
+            w->conns = c;
+            w->nconns++;
+            conn_free(c);
+            return NULL;
+        }
+        SSL_set_accept_state(c->ssl);
     }
     c->state = SL_CONN_HEAD;
     c->keep_alive = 1;

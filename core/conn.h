@@ -22,6 +22,9 @@ typedef struct sl_conn {
     struct event *rev, *wev; /* wev is added only while output waits */
     int want_write;
     int broken; /* a write failed: freed from the write event */
+    struct ssl_st *ssl;  /* NULL on a plain connection */
+    int ssl_read_on_write; /* SSL_read wanted the socket writable */
+    char *tls_peer;      /* the verified client certificate's CN */
     struct sl_conn *prev, *next;
     sl_conn_state_t state;
     struct event *timer;
@@ -36,7 +39,8 @@ typedef struct sl_conn {
 } sl_conn_t;
 
 /* Takes over an accepted socket. Returns NULL (and closes fd) on failure. */
-sl_conn_t *sl_conn_new(sl_worker_t *w, evutil_socket_t fd);
+sl_conn_t *sl_conn_new(sl_worker_t *w, evutil_socket_t fd,
+                       struct ssl_ctx_st *tls);
 /* Closes a connection that has no request in flight (drain). */
 int sl_conn_is_idle(const sl_conn_t *c);
 void sl_conn_close(sl_conn_t *c);

@@ -5,6 +5,7 @@
 #include "store.h"
 #include "error.h"
 #include "plugin.h"
+#include "tls.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -70,7 +71,8 @@ log_bound(const char *what, struct sockaddr_storage *ss, socklen_t len)
 /* Binds l once per worker in ws[0..n) (SO_REUSEPORT: the kernel spreads
  * connections over them). Port 0: all share the port the first got. */
 static int
-bind_listen(const sl_listen_t *l, sl_worker_t *ws, int n, const char *what)
+bind_listen(const sl_listen_t *l, int index, sl_worker_t *ws, int n,
+            const char *what)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -91,8 +93,11 @@ bind_listen(const sl_listen_t *l, sl_worker_t *ws, int n, const char *what)
             len = sizeof(ss);
             getsockname(fd, (struct sockaddr *)&ss, &len);
         }
+        w->largs[w->nlisteners].w = w;
+        w->largs[w->nlisteners].index = index;
         w->listeners[w->nlisteners] = evconnlistener_new(
-            w->base, sl_worker_accept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+            w->base, sl_worker_accept, &w->largs[w->nlisteners],
+            LEV_OPT_CLOSE_ON_FREE, -1, fd);
         if (w->listeners[w->nlisteners] == NULL) {
             close(fd);
             return SL_ENOMEM;
@@ -189,16 +194,25 @@ static sl_snapshot_t *
 snapshot_build(sl_config_t *cfg, int nslots, uint64_t generation,
                sl_config_errors_t *errs)
 {
-    sl_plugins_t *ps = sl_plugins_load(cfg, errs);
-    if (ps == NULL) {
+    SSL_CTX **tls = NULL;
+    if (sl_tls_build(cfg, &tls, errs) != 0) {
         sl_config_free(cfg);
         return NULL;
     }
+    sl_plugins_t *ps = sl_plugins_load(cfg, errs);
+    if (ps == NULL) {
+        sl_tls_free(tls, cfg->nlisten);
+        sl_config_free(cfg);
+        return NULL;
+    }
+    size_t nlisten = cfg->nlisten;
     sl_snapshot_t *s = sl_snapshot_new(cfg, nslots, generation);
     if (s == NULL) {
         sl_plugins_free(ps);
+        sl_tls_free(tls, nlisten);
         return NULL;
     }
+    s->tls = tls;
     s->plugins = ps;
     s->plugins_free = free_plugins;
     return s;
@@ -314,13 +328,14 @@ sl_server_run(const char *path, sl_config_t *cfg)
         }
     }
     for (size_t i = 0; i < cfg->nlisten; i++)
-        if (bind_listen(&cfg->listen[i], srv.workers, srv.nworkers,
-                        "listening") != 0)
+        if (bind_listen(&cfg->listen[i], (int)i, srv.workers, srv.nworkers,
+                        cfg->listen[i].tls_cert ? "listening (TLS)"
+                                                : "listening") != 0)
             goto done;
     if (with_admin) {
         srv.admin = &srv.workers[srv.nworkers];
         srv.admin->admin = 1;
-        if (bind_listen(&cfg->admin, srv.admin, 1, "admin API") != 0)
+        if (bind_listen(&cfg->admin, -1, srv.admin, 1, "admin API") != 0)
             goto done;
     } else {
         fprintf(stderr, "sluice: admin API off (set %s to enable it)\n",

@@ -1,5 +1,6 @@
 #include "snapshot.h"
 #include "request.h"
+#include "tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@ snapshot_free(sl_snapshot_t *s)
 {
     if (s->plugins != NULL && s->plugins_free != NULL)
         s->plugins_free(s->plugins);
+    sl_tls_free(s->tls, s->cfg->nlisten);
     for (size_t i = 0; s->provider_headers && i < s->cfg->nproviders; i++) {
         curl_slist_free_all(s->provider_headers[i]);
         curl_slist_free_all(s->provider_stream_headers[i]);

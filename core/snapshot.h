@@ -25,6 +25,7 @@ typedef struct sl_snapshot {
     struct curl_slist **provider_headers;
     struct curl_slist **provider_stream_headers;
     void *plugins; /* the plugin instances of this config (plugin.h) */
+    struct ssl_ctx_st **tls; /* per listen entry; NULL where plain */
     void (*plugins_free)(void *plugins);
 
     atomic_int holders; /* threads holding it, +1 while it is current */

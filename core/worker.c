@@ -4,6 +4,7 @@
 #include "conn.h"
 #include "error.h"
 #include "metrics.h"
+#include "tls.h"
 #include "upstream.h"
 
 #include <fcntl.h>
@@ -55,7 +56,8 @@ void
 sl_worker_accept(struct evconnlistener *l, evutil_socket_t fd,
                  struct sockaddr *sa, int socklen, void *arg)
 {
-    sl_worker_t *w = arg;
+    struct sl_listen_arg *la = arg;
+    sl_worker_t *w = la->w;
     if (w->draining) {
         evutil_closesocket(fd);
         return;
@@ -70,7 +72,10 @@ sl_worker_accept(struct evconnlistener *l, evutil_socket_t fd,
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    sl_conn_new(w, fd);
+    SSL_CTX *tls = la->index >= 0 && w->snap->tls != NULL
+                       ? w->snap->tls[la->index]
+                       : NULL;
+    sl_conn_new(w, fd, tls);
 }
 
 static void

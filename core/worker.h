@@ -31,6 +31,11 @@ typedef struct sl_worker {
     sl_snapshot_t *snap; /* what new requests on this worker start on */
     struct evconnlistener *listeners[SL_MAX_LISTEN];
     size_t nlisteners;
+    /* Which listen entry each listener serves (its TLS context). */
+    struct sl_listen_arg {
+        struct sl_worker *w;
+        int index; /* into cfg->listen; -1 for the admin listener */
+    } largs[SL_MAX_LISTEN];
     /* The main thread writes 'r' (reload: switch snapshot) or 'x' (drain)
      * down this pipe; event_active() from another thread would need
      * libevent's locks on every event operation. */

@@ -315,8 +315,22 @@ test_unknown_keys_are_reported_at_every_level(void **state) {
     assert_only_error("{" LISTEN ",'listne':1}", "$.listne", "unknown key");
     assert_only_error("{'Listen':['127.0.0.1:1']," LISTEN "}", "$.Listen",
                       "unknown key");
-    assert_only_error("{'listen':[{'addr':'127.0.0.1:1','tls':{}}]}",
-                      "$.listen[0].tls", "unknown key");
+    assert_only_error("{'listen':[{'addr':'127.0.0.1:1','tlz':{}}]}",
+                      "$.listen[0].tlz", "unknown key");
+    assert_only_error("{'listen':[{'addr':'127.0.0.1:1','tls':{'cert':'"
+                      SL_SRCDIR "/README.md','key':'" SL_SRCDIR
+                      "/README.md','ocsp':1}}]}",
+                      "$.listen[0].tls.ocsp", "unknown key");
+    assert_int_equal(load("{'listen':[{'addr':'127.0.0.1:1','tls':{}}]}"),
+                     SL_ECONFIG);
+    assert_error("$.listen[0].tls.cert", "required");
+    assert_error("$.listen[0].tls.key", "required");
+    assert_int_equal(load("{'listen':[{'addr':'127.0.0.1:1','tls':{"
+                          "'cert':'/nonexistent.pem','key':'/nonexistent.key',"
+                          "'require_client_cert':true}}]}"),
+                     SL_ECONFIG);
+    assert_error("$.listen[0].tls.cert", "cannot read");
+    assert_error("$.listen[0].tls.require_client_cert", "client_ca");
     assert_only_error("{" LISTEN ",'providers':{'m':{'type':'mock',"
                       "'Type':'mock'}}}",
                       "$.providers.m.Type", "unknown key");
