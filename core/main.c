@@ -21,6 +21,9 @@ usage(FILE *f)
             "usage: sluice [run] -c FILE     run the gateway\n"
             "       sluice check -c FILE     validate FILE and print every "
             "error\n"
+            "       sluice plugins describe NAME -c FILE\n"
+            "                                print plugin NAME's version, ABI "
+            "and config schema\n"
             "       sluice --version | --help\n"
             "\n"
             "FILE is the JSON configuration (see docs/configuration.md).\n"
@@ -45,10 +48,19 @@ load(const char *path, sl_config_t **cfg)
 int
 main(int argc, char **argv)
 {
-    const char *cmd = "run", *file = NULL;
+    const char *cmd = "run", *file = NULL, *plugin = NULL;
     int i = 1;
     if (i < argc && argv[i][0] != '-') {
         cmd = argv[i++];
+    }
+    if (strcmp(cmd, "plugins") == 0) {
+        if (i + 1 >= argc || strcmp(argv[i], "describe") != 0) {
+            fprintf(stderr, "sluice: usage: sluice plugins describe NAME "
+                            "-c FILE\n");
+            return 2;
+        }
+        plugin = argv[i + 1];
+        i += 2;
     }
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
@@ -68,7 +80,8 @@ main(int argc, char **argv)
             return 2;
         }
     }
-    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
+    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 &&
+        strcmp(cmd, "plugins") != 0) {
         fprintf(stderr, "sluice: unknown command '%s'\n", cmd);
         usage(stderr);
         return 2;
@@ -81,6 +94,14 @@ main(int argc, char **argv)
     sl_config_t *cfg = NULL;
     if (load(file, &cfg) != 0)
         return 1;
+    if (plugin != NULL) {
+        char err[512];
+        int rc = sl_plugin_describe(cfg, plugin, stdout, err, sizeof(err));
+        if (rc != 0)
+            fprintf(stderr, "sluice: %s\n", err);
+        sl_config_free(cfg);
+        return rc == 0 ? 0 : 1;
+    }
     if (strcmp(cmd, "check") == 0) {
         /* Plugins load too: their configs are checked against their
          * schemas, and create() must succeed. */

@@ -605,3 +605,61 @@ sl_plugins_route(const sl_plugins_t *ps, size_t i) {
         return NULL;
     return &ps->routes[i];
 }
+
+/* ---- sluice plugins describe ---- */
+
+static const char *
+cfg_type_name(sluice_cfg_type_t t) {
+    switch (t) {
+    case SLUICE_CFG_STRING: return "string";
+    case SLUICE_CFG_INT: return "int";
+    case SLUICE_CFG_BOOL: return "bool";
+    case SLUICE_CFG_NUMBER: return "number";
+    case SLUICE_CFG_STRING_LIST: return "string list";
+    case SLUICE_CFG_OBJECT: return "object";
+    default: return "?";
+    }
+}
+
+int
+sl_plugin_describe(const sl_config_t *cfg, const char *name, FILE *out,
+                   char *err, size_t errlen) {
+    const sl_plugin_conf_t *pc = NULL;
+    for (size_t i = 0; i < cfg->nplugins; i++)
+        if (strcmp(cfg->plugins[i].name, name) == 0)
+            pc = &cfg->plugins[i];
+    if (pc == NULL) {
+        snprintf(err, errlen, "no plugin \"%s\" in $.plugins", name);
+        return SL_ENOTFOUND;
+    }
+    sl_plugin_lib_t *l = lib_open(pc->file, err, errlen);
+    if (l == NULL)
+        return SL_EINVAL;
+    const sluice_plugin_t *d = l->sym;
+    /* Only what fits in the descriptor the plugin was built with. */
+    size_t have = d->struct_size;
+#define HAS(f) (have >= offsetof(sluice_plugin_t, f) + sizeof(d->f))
+    fprintf(out, "%s %s (ABI %u.%u; this gateway speaks %d.%d)\n",
+            HAS(name) && d->name ? d->name : "?",
+            HAS(version) && d->version ? d->version : "",
+            (unsigned)d->abi_major, (unsigned)d->abi_minor,
+            SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR);
+    fprintf(out, "library: %s\n", pc->file);
+    if (HAS(description) && d->description)
+        fprintf(out, "%s\n", d->description);
+    fprintf(out, "fails %s on error by default\n",
+            HAS(fail_open) && d->fail_open ? "open" : "closed");
+    const sluice_config_field_t *f =
+        HAS(config_schema) ? d->config_schema : NULL;
+    fprintf(out, "\nconfig:\n");
+    if (f == NULL || f->name == NULL)
+        fprintf(out, "  (no keys)\n");
+    for (; f != NULL && f->name != NULL; f++)
+        fprintf(out, "  %-24s %-12s %-9s default %-12s %s\n", f->name,
+                cfg_type_name(f->type), f->required ? "required" : "optional",
+                f->default_value ? f->default_value : "-",
+                f->description ? f->description : "");
+#undef HAS
+    lib_close(l);
+    return 0;
+}

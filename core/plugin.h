@@ -8,6 +8,8 @@
 #include "../sdk/include/sluice/plugin.h"
 #include "config.h"
 
+#include <stdio.h>
+
 #include <cjson/cJSON.h>
 
 struct sl_store;
@@ -80,6 +82,11 @@ sl_plugins_t *sl_plugins_load(const sl_config_t *cfg, sl_config_errors_t *errs);
 void sl_plugins_free(sl_plugins_t *ps);
 /* The chain of cfg->routes[i]; NULL when it has no plugins. */
 const sl_plugin_chain_t *sl_plugins_route(const sl_plugins_t *ps, size_t i);
+
+/* Prints plugin `name` of cfg: its library, version, ABI and config schema
+ * (`sluice plugins describe`). 0, or SL_E* with err set. */
+int sl_plugin_describe(const sl_config_t *cfg, const char *name, FILE *out,
+                       char *err, size_t errlen);
 
 /* The host table handed to every plugin. */
 const sluice_host_t *sl_plugin_host(void);
