@@ -26,6 +26,7 @@ typedef enum {
 
 #define SL_PIPE_MAX_HEADERS 16
 #define SL_PIPE_HEADER_BYTES 1024
+#define SL_PIPE_MAX_ATTRS 32
 
 typedef struct sl_pipe {
     sl_request_t *r;
@@ -60,6 +61,12 @@ typedef struct sl_pipe {
     const char *hname[SL_PIPE_MAX_HEADERS];
     const char *hvalue[SL_PIPE_MAX_HEADERS];
     size_t nheaders;
+
+    /* attr_set / attr_get: arena strings */
+    const char *aname[SL_PIPE_MAX_ATTRS];
+    const char *avalue[SL_PIPE_MAX_ATTRS];
+    size_t nattrs;
+    const char *client_addr; /* client_addr(), found on first use */
 } sl_pipe_t;
 
 /* The request phase. Returns 0 when the request goes on to the upstream,

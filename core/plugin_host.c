@@ -2,12 +2,14 @@
  * checks the phase it is called in, then reads or changes the request
  * through the pipeline state (pipeline.h). Pointers handed out are
  * borrowed or arena-owned; nothing here is freed by a plugin. */
+#include "conn.h"
 #include "error.h"
 #include "pipeline.h"
 #include "providers/provider.h"
 #include "store.h"
 #include "worker.h"
 
+#include <arpa/inet.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #ifndef PACKAGE_VERSION
@@ -894,6 +897,119 @@ h_instance_name(sluice_req_t *req) {
     return req != NULL && req->inst != NULL ? req->inst->name : NULL;
 }
 
+/* ---- since 1.1: the client, request attributes, token accounting ---- */
+
+static int
+h_client_addr(sluice_req_t *req, const char **addr, size_t *len) {
+    PHASE(req, P_REQUEST_ANY);
+    sl_pipe_t *p = req->pipe;
+    if (p->client_addr == NULL) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        char text[INET6_ADDRSTRLEN] = "";
+        const sl_conn_t *c = R(req)->conn;
+        if (c == NULL || getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0)
+            return SLUICE_ENOTFOUND;
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, text,
+                      sizeof(text));
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr,
+                      text, sizeof(text));
+        if (text[0] == '\0')
+            return SLUICE_ENOTFOUND;
+        p->client_addr = sl_arena_strndup(A(req), text, strlen(text));
+        if (p->client_addr == NULL)
+            return SLUICE_ENOMEM;
+    }
+    return out_str(p->client_addr, addr, len);
+}
+
+static int
+attr_name_ok(const char *s) {
+    size_t n = 0;
+    for (; s[n] != '\0'; n++)
+        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') ||
+              s[n] == '_' || s[n] == '.' || s[n] == '-'))
+            return 0;
+    return n > 0 && n <= 64;
+}
+
+static int
+h_attr_set(sluice_req_t *req, const char *name, const char *value) {
+    PHASE(req, P_REQ);
+    sl_pipe_t *p = req->pipe;
+    if (name == NULL || value == NULL || !attr_name_ok(name) ||
+        strlen(value) > 1024)
+        return SLUICE_EINVAL;
+    for (const unsigned char *c = (const unsigned char *)value; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return SLUICE_EINVAL;
+    size_t slot = p->nattrs;
+    for (size_t i = 0; i < p->nattrs; i++)
+        if (strcmp(p->aname[i], name) == 0)
+            slot = i;
+    if (slot == SL_PIPE_MAX_ATTRS)
+        return SLUICE_ETOOBIG;
+    const char *v = sl_arena_strndup(A(req), value, strlen(value));
+    const char *n = slot < p->nattrs
+                        ? p->aname[slot]
+                        : sl_arena_strndup(A(req), name, strlen(name));
+    if (v == NULL || n == NULL)
+        return SLUICE_ENOMEM;
+    p->aname[slot] = n;
+    p->avalue[slot] = v;
+    if (slot == p->nattrs)
+        p->nattrs++;
+    return SLUICE_OK;
+}
+
+static int
+h_attr_get(sluice_req_t *req, const char *name, const char **value) {
+    PHASE(req, P_REQUEST_ANY);
+    if (name == NULL || value == NULL)
+        return SLUICE_EINVAL;
+    sl_pipe_t *p = req->pipe;
+    for (size_t i = 0; i < p->nattrs; i++)
+        if (strcmp(p->aname[i], name) == 0) {
+            *value = p->avalue[i];
+            return SLUICE_OK;
+        }
+    return SLUICE_ENOTFOUND;
+}
+
+static int
+h_request_max_tokens(sluice_req_t *req, int64_t *value) {
+    PHASE(req, P_REQUEST_ANY);
+    sl_call_t *k = req->pipe->k;
+    if (k == NULL || value == NULL)
+        return SLUICE_ENOTFOUND;
+    static const char *const keys[] = {"max_completion_tokens", "max_tokens"};
+    for (size_t i = 0; i < 2; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(k->json, keys[i]);
+        if (cJSON_IsNumber(v) && v->valuedouble >= 0 &&
+            v->valuedouble < 9007199254740992.0) {
+            *value = (int64_t)v->valuedouble;
+            return SLUICE_OK;
+        }
+    }
+    return SLUICE_ENOTFOUND;
+}
+
+static int
+h_usage(sluice_req_t *req, int64_t *prompt_tokens, int64_t *completion_tokens) {
+    PHASE(req, P_RESP | P_CHUNK | P_LOG);
+    const sl_request_t *r = R(req);
+    if (r->prompt_tokens < 0 && r->completion_tokens < 0)
+        return SLUICE_ENOTFOUND;
+    if (prompt_tokens != NULL)
+        *prompt_tokens = r->prompt_tokens > 0 ? r->prompt_tokens : 0;
+    if (completion_tokens != NULL)
+        *completion_tokens =
+            r->completion_tokens > 0 ? r->completion_tokens : 0;
+    return SLUICE_OK;
+}
+
 static const sluice_host_t host = {
     .size = sizeof(sluice_host_t),
     .abi_major = SLUICE_ABI_MAJOR,
@@ -935,6 +1051,11 @@ static const sluice_host_t host = {
     .metric_add = h_metric_add,
     .phase = h_phase,
     .instance_name = h_instance_name,
+    .client_addr = h_client_addr,
+    .attr_set = h_attr_set,
+    .attr_get = h_attr_get,
+    .request_max_tokens = h_request_max_tokens,
+    .usage = h_usage,
 };
 
 const sluice_host_t *

@@ -269,7 +269,7 @@ def run_sluice(*args, timeout=20):
 
 @pytest.mark.parametrize("plugins,want", [
     ({"x": {"path": "badmajor.so"}},
-     ["$.plugins.x.path:", "plugin ABI 2.3", "ABI 1.0"]),
+     ["$.plugins.x.path:", "plugin ABI 2.3", "ABI 1.1"]),
     ({"x": {"path": "nosymbol.so"}},
      ["$.plugins.x.path:", "no 'sluice_plugin' symbol"]),
     ({"x": {"path": "createfail.so", "config": {"reason": "no licence"}}},

@@ -221,7 +221,7 @@ test_wrong_abi_major_is_refused_naming_both_versions(void **state) {
     sl_config_t *cfg;
     assert_null(load(BASE "'plugins':{'x':{'path':'badmajor.so'}}}", &cfg));
     assert_errors_contain("$.plugins.x.path: ", "built for plugin ABI 2.3");
-    assert_errors_contain("this gateway speaks ABI 1.0", NULL);
+    assert_errors_contain("this gateway speaks ABI 1.1", NULL);
 }
 
 static void

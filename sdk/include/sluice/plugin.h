@@ -21,7 +21,8 @@
  *   - the host table starts with its own size; each entry says in which
  *     minor it arrived. A plugin built against a newer minor than the
  *     gateway it runs in tests an entry with SLUICE_HOST_HAS() first.
- * Everything marked "since 1.0" is in every 1.x gateway.
+ * Everything marked "since 1.0" is in every 1.x gateway; "since 1.1" in
+ * 1.1 and later.
  *
  * Return codes. Host functions that can fail return int: SLUICE_OK (0) or
  * a negative SLUICE_E* code. Hooks return a verdict (sluice_verdict_t).
@@ -51,7 +52,7 @@ extern "C" {
 #endif
 
 #define SLUICE_ABI_MAJOR 1
-#define SLUICE_ABI_MINOR 0
+#define SLUICE_ABI_MINOR 1
 
 /* ---- return codes ------------------------------------------------------ */
 
@@ -433,6 +434,41 @@ struct sluice_host {
     /* The instance's name in the config (not the descriptor's name).
      * Borrowed; valid until destroy(). Phases: all. */
     const char *(*instance_name)(sluice_req_t *req);
+
+    /* -- the client (since 1.1) -----------------------------------------
+     * The client's IP address as text ("127.0.0.1", "::1"), the peer of
+     * the connection the request came on: what a rate limit falls back to
+     * when no auth plugin set a consumer. Borrowed (request-owned),
+     * NUL-terminated (*len may be NULL). SLUICE_ENOTFOUND when the
+     * connection has no IP peer. Phases: req, resp, chunk, log. */
+    int (*client_addr)(sluice_req_t *req, const char **addr, size_t *len);
+
+    /* -- request attributes (since 1.1) ---------------------------------
+     * Named string values that the plugins of one request share: one
+     * plugin sets what a later one reads (an auth plugin sets a key's
+     * limits, "ratelimit.rpm", for the rate limit). Names are 1..64 bytes
+     * of [a-z0-9_.-], by convention "<reader plugin>.<what>"; values are
+     * up to 1 KiB without control characters. Both are copied. At most 32
+     * attributes per request (SLUICE_ETOOBIG past it); setting a name
+     * again replaces its value. attr_set phase: req. attr_get: borrowed
+     * (request-owned), NUL-terminated; SLUICE_ENOTFOUND when unset;
+     * phases req, resp, chunk, log. */
+    int (*attr_set)(sluice_req_t *req, const char *name, const char *value);
+    int (*attr_get)(sluice_req_t *req, const char *name, const char **value);
+
+    /* -- token accounting (since 1.1) -----------------------------------
+     * The request's max_tokens (or max_completion_tokens) as the client
+     * sent it; SLUICE_ENOTFOUND when it set neither. Phases: req, resp,
+     * chunk, log. */
+    int (*request_max_tokens)(sluice_req_t *req, int64_t *value);
+    /* The provider's usage for this answer: prompt and completion tokens
+     * (either pointer may be NULL). Known once the answer is complete
+     * (on_response; on_log after a stream, when the provider reported
+     * usage); SLUICE_ENOTFOUND while unknown (an error, an aborted
+     * request, a provider that reported none). Phases: resp, chunk,
+     * log. */
+    int (*usage)(sluice_req_t *req, int64_t *prompt_tokens,
+                 int64_t *completion_tokens);
 
     /* New entries go here, each with "since 1.N". */
 };
