@@ -1,0 +1,533 @@
+/* The bundled rate limit: requests and tokens per minute, per consumer
+ * (the client's IP when no auth plugin named one), per route instance and
+ * per model, overridable per API key. Tokens are reserved at admission
+ * (the prompt estimated at chars/4, plus max_tokens or a default) and
+ * settled against the provider's usage when the answer ends, so one large
+ * request cannot overshoot a limit and an aborted one gives its
+ * reservation back.
+ *
+ * The live counters are in the instance's memory, shared by every worker
+ * thread, one atomic word per (bucket, window) (window.h): exact under
+ * concurrency without a lock. Each change is also queued to the store as a
+ * kv_incr of the window's counter, so a restart in the same window picks
+ * the count up again (seeded the first time the bucket is used). */
+#define _POSIX_C_SOURCE 200809L
+#include "window.h"
+
+#include <sluice/plugin.h>
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RL_MAX_MODELS 64
+#define RL_TTL_MS 120000 /* a window's counters outlive it by a minute */
+
+static const sluice_config_field_t schema[] = {
+    {"requests_per_minute", SLUICE_CFG_INT, "0", 0,
+     "requests per consumer per minute; 0 = no limit"},
+    {"tokens_per_minute", SLUICE_CFG_INT, "0", 0,
+     "prompt + completion tokens per consumer per minute; 0 = no limit"},
+    {"models", SLUICE_CFG_STRING_LIST, "[]", 0,
+     "per-model limits, counted apart: \"MODEL rpm=N tpm=N\""},
+    {"default_max_tokens", SLUICE_CFG_INT, "1024", 0,
+     "completion tokens reserved when a request sets no max_tokens"},
+    {"persist", SLUICE_CFG_BOOL, "true", 0,
+     "keep the counters in the store so a restart keeps them"},
+    {"max_buckets", SLUICE_CFG_INT, "65536", 0,
+     "consumers (x models) counted at once; past it new ones pass uncounted"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+typedef struct {
+    _Atomic uint64_t key; /* the bucket's hash; 0 = free */
+    _Atomic int ready;    /* seeded from the store */
+    rl_counter_t reqs, toks;
+} rl_bucket_t;
+
+typedef struct {
+    char model[128];
+    int64_t rpm, tpm;
+} rl_model_t;
+
+typedef struct {
+    const sluice_host_t *host;
+    int64_t rpm, tpm, default_max;
+    int persist;
+    rl_model_t models[RL_MAX_MODELS];
+    size_t nmodels;
+    rl_bucket_t *buckets;
+    size_t mask;
+    atomic_int full_logged;
+} rl_t;
+
+/* One limit a request is checked against. */
+typedef struct {
+    rl_bucket_t *b;
+    uint64_t hash;
+    int64_t rpm, tpm;
+} rl_check_t;
+
+/* What on_log settles. */
+typedef struct {
+    uint32_t win;
+    size_t n;
+    rl_check_t c[2];
+    uint64_t reserved; /* tokens taken at admission */
+} rl_state_t;
+
+static int64_t
+now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+/* FNV-1a 64 with a final mix; never 0 (0 marks a free bucket). */
+static uint64_t
+hash_of(const char *kind, const char *a, const char *b) {
+    uint64_t h = 14695981039346656037ULL;
+    const char *parts[3] = {kind, a, b};
+    for (int i = 0; i < 3; i++) {
+        for (const unsigned char *p = (const unsigned char *)parts[i];
+             p != NULL && *p; p++)
+            h = (h ^ *p) * 1099511628211ULL;
+        h = (h ^ 0xff) * 1099511628211ULL; /* separator */
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h ? h : 1;
+}
+
+/* ---- persistence ---- */
+
+static int
+store_key(char *buf, size_t cap, char what, uint32_t win, uint64_t hash) {
+    return snprintf(buf, cap, "%c:%u:%016llx", what, (unsigned)win,
+                    (unsigned long long)hash);
+}
+
+static uint64_t
+stored(const rl_t *rl, sluice_req_t *req, char what, uint32_t win,
+       uint64_t hash) {
+    char key[64];
+    int64_t v = 0;
+    size_t len = 0;
+    int n = store_key(key, sizeof(key), what, win, hash);
+    /* A kv_incr counter reads back as 8 bytes, a native int64_t. */
+    if (rl->host->kv_get(req, key, (size_t)n, &v, sizeof(v), &len) !=
+            SLUICE_OK ||
+        len != sizeof(v) || v < 0)
+        return 0;
+    return (uint64_t)v;
+}
+
+static void
+persist(const rl_t *rl, sluice_req_t *req, char what, uint32_t win,
+        uint64_t hash, int64_t delta) {
+    if (!rl->persist || delta == 0)
+        return;
+    char key[64];
+    int n = store_key(key, sizeof(key), what, win, hash);
+    rl->host->kv_incr(req, key, (size_t)n, delta, RL_TTL_MS, NULL);
+}
+
+/* ---- buckets ---- */
+
+/* The bucket of hash, claimed and seeded on first use; NULL when the
+ * table is full. */
+static rl_bucket_t *
+bucket(rl_t *rl, sluice_req_t *req, uint64_t hash, uint32_t win) {
+    for (size_t i = 0; i <= rl->mask; i++) {
+        rl_bucket_t *b = &rl->buckets[(hash + i) & rl->mask];
+        uint64_t k = atomic_load_explicit(&b->key, memory_order_acquire);
+        if (k == 0) {
+            uint64_t zero = 0;
+            if (atomic_compare_exchange_strong(&b->key, &zero, hash)) {
+                if (rl->persist) {
+                    rl_seed(&b->reqs, win, stored(rl, req, 'r', win, hash));
+                    rl_seed(&b->toks, win, stored(rl, req, 't', win, hash));
+                }
+                atomic_store_explicit(&b->ready, 1, memory_order_release);
+                return b;
+            }
+            k = zero; /* someone else took it: is it ours? */
+        }
+        if (k == hash) {
+            /* Seeding is two store reads: wait them out. */
+            while (!atomic_load_explicit(&b->ready, memory_order_acquire))
+                sched_yield();
+            return b;
+        }
+    }
+    return NULL;
+}
+
+/* ---- config ---- */
+
+static int
+parse_model(rl_model_t *m, const char *s, char *err, size_t errlen) {
+    const char *sp = strchr(s, ' ');
+    size_t n = sp ? (size_t)(sp - s) : strlen(s);
+    if (n == 0 || n >= sizeof(m->model)) {
+        snprintf(err, errlen, "models: \"%.80s\" names no model", s);
+        return -1;
+    }
+    memcpy(m->model, s, n);
+    m->model[n] = '\0';
+    m->rpm = m->tpm = -1;
+    for (const char *p = sp; p != NULL && *p;) {
+        while (*p == ' ')
+            p++;
+        if (*p == '\0')
+            break;
+        char *end;
+        long long v;
+        if (strncmp(p, "rpm=", 4) == 0 || strncmp(p, "tpm=", 4) == 0) {
+            v = strtoll(p + 4, &end, 10);
+            if (end == p + 4 || v < 0 || (*end != ' ' && *end != '\0'))
+                goto bad;
+            if (p[0] == 'r')
+                m->rpm = v;
+            else
+                m->tpm = v;
+            p = end;
+        } else {
+            goto bad;
+        }
+    }
+    if (m->rpm < 0 && m->tpm < 0)
+        goto bad;
+    return 0;
+bad:
+    snprintf(err, errlen,
+             "models: \"%.80s\" is not \"MODEL rpm=N tpm=N\" (either may be "
+             "left out, not both)",
+             s);
+    return -1;
+}
+
+static int
+create(const sluice_host_t *host, sluice_req_t *ctx,
+       const sluice_config_t *config, void **instance, char *err,
+       size_t errlen) {
+    (void)ctx;
+    if (!SLUICE_HOST_HAS(host, usage)) {
+        snprintf(err, errlen, "needs Sluice plugin ABI 1.1 (this gateway "
+                              "has %u.%u)",
+                 (unsigned)host->abi_major, (unsigned)host->abi_minor);
+        return SLUICE_EINVAL;
+    }
+    rl_t *rl = calloc(1, sizeof(*rl));
+    if (rl == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return SLUICE_ENOMEM;
+    }
+    rl->host = host;
+    int64_t maxb = 65536;
+    host->config_int(config, "requests_per_minute", &rl->rpm);
+    host->config_int(config, "tokens_per_minute", &rl->tpm);
+    host->config_int(config, "default_max_tokens", &rl->default_max);
+    host->config_bool(config, "persist", &rl->persist);
+    host->config_int(config, "max_buckets", &maxb);
+    if (rl->rpm < 0 || rl->tpm < 0 || rl->default_max < 0) {
+        snprintf(err, errlen, "limits and default_max_tokens must be >= 0");
+        goto fail;
+    }
+    if (maxb < 16 || maxb > (1 << 24)) {
+        snprintf(err, errlen, "max_buckets must be 16..16777216");
+        goto fail;
+    }
+    size_t nm = 0;
+    host->config_list_count(config, "models", &nm);
+    if (nm > RL_MAX_MODELS) {
+        snprintf(err, errlen, "models: at most %d entries", RL_MAX_MODELS);
+        goto fail;
+    }
+    for (size_t i = 0; i < nm; i++) {
+        const char *s = NULL;
+        host->config_list_item(config, "models", i, &s);
+        if (s == NULL || parse_model(&rl->models[i], s, err, errlen) != 0)
+            goto fail;
+    }
+    rl->nmodels = nm;
+    /* Twice the buckets asked for, a power of two: probes stay short. */
+    size_t cap = 16;
+    while (cap < (size_t)maxb * 2)
+        cap <<= 1;
+    rl->buckets = calloc(cap, sizeof(*rl->buckets));
+    if (rl->buckets == NULL) {
+        snprintf(err, errlen, "out of memory for %zu buckets", cap);
+        goto fail;
+    }
+    rl->mask = cap - 1;
+    *instance = rl;
+    return SLUICE_OK;
+fail:
+    free(rl);
+    return SLUICE_EINVAL;
+}
+
+static void
+destroy(void *instance) {
+    rl_t *rl = instance;
+    if (rl != NULL)
+        free(rl->buckets);
+    free(rl);
+}
+
+/* ---- the request ---- */
+
+/* An attribute set by an auth plugin for this key: a limit >= 0, or -1. */
+static int64_t
+key_limit(const rl_t *rl, sluice_req_t *req, const char *name) {
+    const char *v = NULL;
+    if (rl->host->attr_get(req, name, &v) != SLUICE_OK)
+        return -1;
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    return end != v && *end == '\0' && n >= 0 ? n : -1;
+}
+
+static uint64_t
+estimate(const rl_t *rl, sluice_req_t *req) {
+    size_t n = 0, chars = 0;
+    rl->host->message_count(req, &n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        const char *t;
+        if (rl->host->message_text(req, i, &t, &len) == SLUICE_OK)
+            chars += len;
+    }
+    int64_t max = 0;
+    if (rl->host->request_max_tokens(req, &max) != SLUICE_OK)
+        max = rl->default_max;
+    return rl_estimate_tokens(chars) + (uint64_t)max;
+}
+
+static void
+set_num(const rl_t *rl, sluice_req_t *req, const char *name, uint64_t v) {
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+    rl->host->response_header_set(req, name, buf);
+}
+
+/* The x-ratelimit-*-requests or -tokens trio for the tightest check. */
+static void
+headers(const rl_t *rl, sluice_req_t *req, const char *what, int64_t limit,
+        uint64_t used, int reset) {
+    char name[48], buf[16];
+    snprintf(name, sizeof(name), "x-ratelimit-limit-%s", what);
+    set_num(rl, req, name, (uint64_t)limit);
+    snprintf(name, sizeof(name), "x-ratelimit-remaining-%s", what);
+    set_num(rl, req, name, used < (uint64_t)limit ? limit - used : 0);
+    snprintf(name, sizeof(name), "x-ratelimit-reset-%s", what);
+    rl->host->response_header_set(req, name,
+                                  rl_format_reset(reset, buf, sizeof(buf)));
+}
+
+static sluice_verdict_t
+refuse(const rl_t *rl, sluice_req_t *req, int reset, const char *what,
+       int64_t limit, int too_big) {
+    char msg[400], body[600], ra[16];
+    snprintf(ra, sizeof(ra), "%d", reset);
+    rl->host->response_header_set(req, "retry-after", ra);
+    if (too_big)
+        snprintf(msg, sizeof(msg),
+                 "Request too large: it needs more tokens than the limit of "
+                 "%lld tokens per minute allows",
+                 (long long)limit);
+    else
+        snprintf(msg, sizeof(msg),
+                 "Rate limit reached: %lld %s per minute. Try again in %ds.",
+                 (long long)limit, what, reset);
+    int n = snprintf(body, sizeof(body),
+                     "{\"error\":{\"message\":\"%s\",\"type\":"
+                     "\"rate_limit_error\",\"code\":\"rate_limit_exceeded\"}}",
+                     msg);
+    rl->host->metric_add(req, "sluice_ratelimit_rejected_total",
+                         what[0] == 'r' ? "limit=\"requests\""
+                                        : "limit=\"tokens\"",
+                         1);
+    if (rl->host->respond(req, 429, body, (size_t)n) != SLUICE_OK)
+        return SLUICE_ERROR;
+    return SLUICE_RESPOND;
+}
+
+static sluice_verdict_t
+on_request(void *instance, sluice_req_t *req) {
+    rl_t *rl = instance;
+    const sluice_host_t *h = rl->host;
+    const char *who = NULL, *model = NULL;
+    char ipwho[80];
+    if (h->consumer(req, &who) != SLUICE_OK) {
+        const char *ip = NULL;
+        if (h->client_addr(req, &ip, NULL) != SLUICE_OK)
+            ip = "unknown";
+        snprintf(ipwho, sizeof(ipwho), "ip:%s", ip);
+        who = ipwho;
+    }
+    if (h->model(req, &model) != SLUICE_OK)
+        model = "";
+
+    rl_check_t checks[2];
+    size_t n = 0;
+    int64_t krpm = key_limit(rl, req, "ratelimit.rpm");
+    int64_t ktpm = key_limit(rl, req, "ratelimit.tpm");
+    rl_check_t *c = &checks[n];
+    c->rpm = krpm >= 0 ? krpm : rl->rpm;
+    c->tpm = ktpm >= 0 ? ktpm : rl->tpm;
+    c->hash = hash_of("consumer", who, NULL);
+    if (c->rpm > 0 || c->tpm > 0)
+        n++;
+    for (size_t i = 0; i < rl->nmodels; i++) {
+        if (strcmp(rl->models[i].model, model) != 0)
+            continue;
+        c = &checks[n];
+        c->rpm = rl->models[i].rpm > 0 ? rl->models[i].rpm : 0;
+        c->tpm = rl->models[i].tpm > 0 ? rl->models[i].tpm : 0;
+        c->hash = hash_of("model", who, model);
+        if (c->rpm > 0 || c->tpm > 0)
+            n++;
+        break;
+    }
+    if (n == 0)
+        return SLUICE_CONTINUE;
+
+    int64_t now = now_s();
+    uint32_t win = rl_window(now);
+    int reset = rl_reset_seconds(now);
+    for (size_t i = 0; i < n; i++) {
+        checks[i].b = bucket(rl, req, checks[i].hash, win);
+        if (checks[i].b == NULL) {
+            if (!atomic_exchange(&rl->full_logged, 1))
+                h->log(req, SLUICE_LOG_WARN,
+                       "all %zu buckets are in use: new consumers pass "
+                       "uncounted (raise max_buckets)",
+                       (rl->mask + 1) / 2);
+            return SLUICE_CONTINUE;
+        }
+    }
+    int need_tokens = checks[0].tpm > 0 || (n > 1 && checks[1].tpm > 0);
+    uint64_t reserve = need_tokens ? estimate(rl, req) : 0;
+
+    /* Take from every check; undo what was taken when one refuses. */
+    uint64_t rused[2] = {0, 0}, tused[2] = {0, 0};
+    size_t took_r = 0, took_t = 0;
+    int refused = 0, too_big = 0;
+    const char *what = NULL;
+    int64_t lim = 0;
+    for (size_t i = 0; i < n && !refused; i++) {
+        rl_check_t *k = &checks[i];
+        if (k->rpm > 0 &&
+            !rl_take(&k->b->reqs, win, 1, (uint64_t)k->rpm, &rused[i])) {
+            refused = 1, what = "requests", lim = k->rpm;
+            rused[i] = (uint64_t)k->rpm;
+            break;
+        }
+        took_r = i + 1;
+        if (k->tpm > 0 &&
+            !rl_take(&k->b->toks, win, reserve, (uint64_t)k->tpm, &tused[i])) {
+            refused = 1, what = "tokens", lim = k->tpm;
+            too_big = reserve > (uint64_t)k->tpm;
+            break;
+        }
+        took_t = i + 1;
+    }
+    if (refused) {
+        for (size_t i = 0; i < took_r; i++)
+            if (checks[i].rpm > 0)
+                rl_give(&checks[i].b->reqs, win, 1);
+        for (size_t i = 0; i < took_t; i++)
+            if (checks[i].tpm > 0)
+                rl_give(&checks[i].b->toks, win, reserve);
+    }
+
+    /* The headers speak of the tightest check: the first with a limit of
+     * each kind whose remainder is the smallest. */
+    int64_t best_r = -1, best_t = -1;
+    uint64_t br_used = 0, bt_used = 0;
+    for (size_t i = 0; i < n; i++) {
+        rl_check_t *k = &checks[i];
+        if (k->rpm > 0) {
+            uint64_t u = refused ? rl_count(&k->b->reqs, win) : rused[i];
+            if (best_r < 0 || (int64_t)(k->rpm - (int64_t)u) <
+                                  best_r - (int64_t)br_used)
+                best_r = k->rpm, br_used = u;
+        }
+        if (k->tpm > 0) {
+            uint64_t u = refused ? rl_count(&k->b->toks, win) : tused[i];
+            if (best_t < 0 || (int64_t)(k->tpm - (int64_t)u) <
+                                  best_t - (int64_t)bt_used)
+                best_t = k->tpm, bt_used = u;
+        }
+    }
+    if (best_r > 0)
+        headers(rl, req, "requests", best_r, br_used, reset);
+    if (best_t > 0)
+        headers(rl, req, "tokens", best_t, bt_used, reset);
+    if (refused)
+        return refuse(rl, req, reset, what, lim, too_big);
+
+    for (size_t i = 0; i < n; i++) {
+        if (checks[i].rpm > 0)
+            persist(rl, req, 'r', win, checks[i].hash, 1);
+        if (checks[i].tpm > 0)
+            persist(rl, req, 't', win, checks[i].hash, (int64_t)reserve);
+    }
+    if (!need_tokens)
+        return SLUICE_CONTINUE;
+    rl_state_t *st = h->alloc(req, sizeof(*st));
+    if (st == NULL)
+        return SLUICE_CONTINUE; /* nothing to settle: the reservation stays */
+    st->win = win;
+    st->n = n;
+    memcpy(st->c, checks, sizeof(checks));
+    st->reserved = reserve;
+    h->state_set(req, st);
+    return SLUICE_CONTINUE;
+}
+
+/* Settles the reservation against what the provider reported; with no
+ * usage (an error, a client that went away, a RESPOND by a later plugin)
+ * the whole reservation goes back. */
+static sluice_verdict_t
+on_log(void *instance, sluice_req_t *req) {
+    rl_t *rl = instance;
+    rl_state_t *st = rl->host->state_get(req);
+    if (st == NULL)
+        return SLUICE_CONTINUE;
+    int64_t prompt = 0, completion = 0;
+    uint64_t used = 0;
+    if (rl->host->usage(req, &prompt, &completion) == SLUICE_OK)
+        used = (uint64_t)prompt + (uint64_t)completion;
+    int64_t delta = (int64_t)used - (int64_t)st->reserved;
+    for (size_t i = 0; i < st->n; i++) {
+        rl_check_t *k = &st->c[i];
+        if (k->tpm <= 0 || delta == 0)
+            continue;
+        if (delta < 0)
+            rl_give(&k->b->toks, st->win, (uint64_t)-delta);
+        else
+            rl_add(&k->b->toks, st->win, (uint64_t)delta);
+        persist(rl, req, 't', st->win, k->hash, delta);
+    }
+    return SLUICE_CONTINUE;
+}
+
+SLUICE_PLUGIN_EXPORT const sluice_plugin_t sluice_plugin = {
+    SLUICE_PLUGIN_HEADER,
+    .name = "ratelimit",
+    .version = "1.0.0",
+    .description = "requests and tokens per minute, per consumer, route, "
+                   "model and key",
+    .config_schema = schema,
+    .fail_open = 0,
+    .create = create,
+    .destroy = destroy,
+    .on_request = on_request,
+    .on_log = on_log,
+};
