@@ -1,4 +1,5 @@
 #include "admin.h"
+#include "admin_plugins.h"
 #include "balancer.h"
 #include "clock.h"
 #include "error.h"
@@ -231,7 +232,9 @@ sl_admin_handle(sl_request_t *r)
         else
             sl_response_send(r, 200, "text/plain; version=0.0.4", NULL, body,
                              strlen(body));
-    } else if (IS("/admin/config") && get)
+    } else if (sl_admin_plugins(r))
+        ;
+    else if (IS("/admin/config") && get)
         get_config(r);
     else if (IS("/admin/reload") && post)
         post_reload(r);

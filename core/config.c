@@ -1322,6 +1322,15 @@ sl_config_load_string(const char *json, size_t len, sl_config_t **out,
 }
 
 int
+sl_config_load_string_as(const char *json, size_t len, const char *path,
+                         sl_config_t **out, sl_config_errors_t *errs) {
+    ctx_t c = {.errs = errs};
+
+    *out = NULL;
+    return load_string(&c, path, json, len, out);
+}
+
+int
 sl_config_load_file(const char *path, sl_config_t **out,
                     sl_config_errors_t *errs) {
     ctx_t c = {.errs = errs};

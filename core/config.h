@@ -182,6 +182,10 @@ int sl_config_load_file(const char *path, sl_config_t **out,
                         sl_config_errors_t *errs);
 int sl_config_load_string(const char *json, size_t len, sl_config_t **out,
                           sl_config_errors_t *errs);
+/* Loads json as if it had been read from the file at path: relative paths
+ * (plugin_dir...) resolve against that file's directory. */
+int sl_config_load_string_as(const char *json, size_t len, const char *path,
+                             sl_config_t **out, sl_config_errors_t *errs);
 void sl_config_free(sl_config_t *cfg);
 void sl_config_errors_free(sl_config_errors_t *errs);
 /* Appends an error (warning: a warning) to errs the way the loader does,

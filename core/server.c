@@ -223,9 +223,20 @@ sl_server_reload(sl_server_t *srv, sl_config_errors_t *errs)
 {
     sl_config_t *cfg = NULL;
     int rc = sl_config_load_file(srv->config_path, &cfg, errs);
+    if (rc != 0) {
+        sl_config_free(cfg);
+        atomic_fetch_add(&srv->reloads_rejected, 1);
+        return rc;
+    }
+    return sl_server_publish(srv, cfg, errs);
+}
+
+int
+sl_server_publish(sl_server_t *srv, sl_config_t *cfg,
+                  sl_config_errors_t *errs)
+{
     sl_snapshot_t *old = atomic_load(&srv->current);
-    if (rc == 0)
-        rc = check_restart_only(old->cfg, cfg, errs);
+    int rc = check_restart_only(old->cfg, cfg, errs);
     if (rc != 0) {
         sl_config_free(cfg);
         atomic_fetch_add(&srv->reloads_rejected, 1);

@@ -75,6 +75,11 @@ int sl_server_run(const char *path, sl_config_t *cfg);
  * needs a restart, publishes it to every worker. On failure errs holds the
  * reasons and the running config stays. Main thread only. */
 int sl_server_reload(sl_server_t *srv, sl_config_errors_t *errs);
+/* The same with a config already loaded (PUT /admin/plugins/NAME): takes
+ * cfg, checks what needs a restart, builds the snapshot (plugin configs
+ * against their schemas) and publishes it. Main thread only. */
+int sl_server_publish(sl_server_t *srv, sl_config_t *cfg,
+                      sl_config_errors_t *errs);
 
 /* Sets up a worker's event loop; serving starts when its thread runs
  * sl_worker_main (or, for the admin worker, the control loop). */
