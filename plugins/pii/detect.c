@@ -1,0 +1,231 @@
+/* Detectors: one PCRE2 pattern per kind of PII, JIT-compiled once when an
+ * instance is created, and the scan that runs them over a text and keeps
+ * the matches their validators accept. */
+#include "pii.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *name, *label;
+    const char *pattern;
+    pii_validate_fn validate;
+} builtin_t;
+
+/* Lookarounds keep a match from starting or ending inside a longer run
+ * of the same characters (a card inside a 30-digit reference). */
+static const builtin_t builtins[] = {
+    {"secret", "SECRET",
+     "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\\s\\S]*?"
+     "-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+     "|(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])"
+     "|(?<![A-Za-z0-9_-])sk-(?:proj-|ant-(?:api03-)?)?[A-Za-z0-9_-]{20,}"
+     "|(?<![A-Za-z0-9])gh[pousr]_[A-Za-z0-9]{36,}"
+     "|(?<![A-Za-z0-9])github_pat_[A-Za-z0-9_]{22,}"
+     "|(?<![A-Za-z0-9])xox[abprs]-[A-Za-z0-9-]{10,}"
+     "|(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}"
+     "|(?<![A-Za-z0-9])[rs]k_(?:live|test)_[0-9A-Za-z]{16,}"
+     "|(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\\.eyJ[A-Za-z0-9_-]{8,}"
+     "\\.[A-Za-z0-9_-]{8,}"
+     "|(?i:bearer)\\s+\\K[A-Za-z0-9._~+/-]{20,}=*"
+     "|(?i:(?:api[_-]?key|secret[_-]?key|access[_-]?token|auth[_-]?token"
+     "|client[_-]?secret|password|passwd)[\"']?\\s*[:=]\\s*[\"']?)"
+     "\\K[A-Za-z0-9_\\-./+=!@#$%^&*]{12,}",
+     pii_secret_ok},
+    {"email", "EMAIL",
+     "(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
+     "(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]{2,24}"
+     "(?![A-Za-z0-9-]|\\.[A-Za-z0-9])",
+     pii_email_ok},
+    {"card", "CARD",
+     "(?<![0-9A-Za-z.-])(?<![0-9][ -])(?:[0-9][ -]?){12,18}[0-9]"
+     "(?![0-9A-Za-z]|[.-][0-9])",
+     pii_card_ok},
+    {"iban", "IBAN",
+     "(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: "
+     "?[A-Z0-9]{1,3})?"
+     "(?![A-Za-z0-9])",
+     pii_iban_ok},
+    {"ssn", "SSN",
+     "(?<![0-9A-Za-z.-])(?<![0-9][ -])[0-9]{3}([- ])[0-9]{2}\\1[0-9]{4}"
+     "(?![0-9A-Za-z]|[.-][0-9])",
+     pii_ssn_ok},
+    {"phone", "PHONE",
+     /* international: +CC then 2..6 groups */
+     "(?<![0-9A-Za-z+.-])(?<![0-9][ -])(?:\\+[1-9][0-9]{0,2}[ "
+     ".-]?(?:\\([0-9]{1,4}\\)[ .-]?)?"
+     "[0-9]{1,5}(?:[ .-]?[0-9]{1,5}){1,5}"
+     /* North America: (555) 123-4567, 555-123-4567, 555.123.4567 */
+     "|(?:1[ .-])?(?:\\([2-9][0-9]{2}\\) ?|[2-9][0-9]{2}[ .-])"
+     "[2-9][0-9]{2}[ .-][0-9]{4}"
+     /* trunk-prefix 0 formats: 020 7946 0958, 06 12 34 56 78,
+      * 030 12345678, 030/1234567, (030) 1234567 */
+     "|(?:0[1-9][0-9]{0,3}|\\(0[1-9][0-9]{0,3}\\))[ /.-]"
+     "[0-9]{2,8}(?:[ .-][0-9]{2,4}){0,3})"
+     "(?![0-9A-Za-z]|[.-][0-9])",
+     pii_phone_ok},
+    {"ipv4", "IP",
+     "(?<![0-9A-Za-z.])(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?![0-9A-Za-z]|\\.[0-9])",
+     pii_ipv4_ok},
+    {"ipv6", "IP",
+     "(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{0,4}:){2,7}"
+     "(?:(?:[0-9]{1,3}\\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?"
+     "(?![0-9A-Za-z:]|\\.[0-9])",
+     pii_ipv6_ok},
+};
+
+const char *const pii_builtin_names[] = {
+    "secret", "email", "card", "iban", "ssn", "phone", "ipv4", "ipv6", NULL};
+
+static int
+compile(pii_detector_t *d, const char *pattern, size_t *erroffset, char *err,
+        size_t errlen) {
+    int code;
+    PCRE2_SIZE off;
+    d->re =
+        pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+                      PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &code, &off, NULL);
+    if (d->re == NULL) {
+        PCRE2_UCHAR msg[160];
+        pcre2_get_error_message(code, msg, sizeof(msg));
+        snprintf(err, errlen, "%s", (const char *)msg);
+        if (erroffset != NULL)
+            *erroffset = (size_t)off;
+        return -1;
+    }
+    /* Without JIT (a platform that lacks it) the interpreter still
+     * matches the same: slower, not wrong. */
+    (void)pcre2_jit_compile(d->re, PCRE2_JIT_COMPLETE);
+    return 0;
+}
+
+int
+pii_detector_builtin(pii_detector_t *d, const char *name, pii_mode_t mode,
+                     char *err, size_t errlen) {
+    for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++) {
+        if (strcmp(builtins[i].name, name) != 0)
+            continue;
+        memset(d, 0, sizeof(*d));
+        snprintf(d->name, sizeof(d->name), "%s", builtins[i].name);
+        snprintf(d->label, sizeof(d->label), "%s", builtins[i].label);
+        d->mode = mode;
+        d->validate = builtins[i].validate;
+        return compile(d, builtins[i].pattern, NULL, err, errlen) ? -2 : 0;
+    }
+    return -1;
+}
+
+int
+pii_detector_custom(pii_detector_t *d, const char *name, const char *label,
+                    const char *pattern, pii_mode_t mode, size_t *erroffset,
+                    char *err, size_t errlen) {
+    memset(d, 0, sizeof(*d));
+    snprintf(d->name, sizeof(d->name), "%s", name);
+    snprintf(d->label, sizeof(d->label), "%s", label);
+    d->mode = mode;
+    return compile(d, pattern, erroffset, err, errlen);
+}
+
+void
+pii_detectors_free(pii_detectors_t *ds) {
+    for (size_t i = 0; i < ds->n; i++)
+        pcre2_code_free(ds->d[i].re);
+    free(ds->d);
+    ds->d = NULL;
+    ds->n = 0;
+}
+
+/* The start of the character after the one at i (UTF-8). */
+static size_t
+next_char(const char *text, size_t len, size_t i) {
+    i++;
+    while (i < len && ((unsigned char)text[i] & 0xC0) == 0x80)
+        i++;
+    return i;
+}
+
+static int
+push(pii_matches_t *out, size_t s, size_t e, const pii_detector_t *det,
+     const pii_alloc_t *a) {
+    if (out->n == out->cap) {
+        size_t cap = out->cap ? out->cap * 2 : 16;
+        pii_match_t *m = pii_alloc(a, cap * sizeof(*m));
+        if (m == NULL)
+            return -1;
+        if (out->n)
+            memcpy(m, out->m, out->n * sizeof(*m));
+        out->m = m;
+        out->cap = cap;
+    }
+    out->m[out->n++] = (pii_match_t){s, e, det};
+    return 0;
+}
+
+/* Longer first at the same start; then the detector listed first. */
+static int
+by_start(const void *x, const void *y) {
+    const pii_match_t *a = x, *b = y;
+    if (a->start != b->start)
+        return a->start < b->start ? -1 : 1;
+    if (a->end != b->end)
+        return a->end > b->end ? -1 : 1;
+    return a->det < b->det ? -1 : a->det > b->det;
+}
+
+int
+pii_scan(const pii_detectors_t *ds, const char *text, size_t len,
+         pii_matches_t *out, const pii_alloc_t *a) {
+    out->n = 0;
+    if (len == 0 || ds->n == 0)
+        return 0;
+    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
+    if (md == NULL)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < ds->n && rc == 0; i++) {
+        const pii_detector_t *d = &ds->d[i];
+        size_t at = 0;
+        while (at <= len) {
+            int r = pcre2_match(d->re, (PCRE2_SPTR)text, len, at, 0, md, NULL);
+            if (r < 0)
+                break; /* no match, or text the regex cannot read */
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+            size_t s = ov[0], e = ov[1];
+            if (e <= s) { /* an empty match: step over one byte */
+                at = next_char(text, len, e);
+                continue;
+            }
+            if (d->validate != NULL && !d->validate(text + s, e - s)) {
+                at = next_char(text, len, s); /* one may start inside */
+                continue;
+            }
+            if (push(out, s, e, d, a) != 0) {
+                rc = -1;
+                break;
+            }
+            at = e;
+        }
+    }
+    pcre2_match_data_free(md);
+    if (rc != 0 || out->n < 2)
+        return rc;
+    qsort(out->m, out->n, sizeof(out->m[0]), by_start);
+    /* Drop overlaps: a kept match swallows anything starting inside it,
+     * unless the later one is longer (a card inside a phone shape). */
+    size_t k = 0;
+    for (size_t i = 0; i < out->n; i++) {
+        if (k > 0 && out->m[i].start < out->m[k - 1].end) {
+            size_t la = out->m[k - 1].end - out->m[k - 1].start;
+            size_t lb = out->m[i].end - out->m[i].start;
+            if (lb > la && k > 0 &&
+                (k < 2 || out->m[k - 2].end <= out->m[i].start))
+                out->m[k - 1] = out->m[i];
+            continue;
+        }
+        out->m[k++] = out->m[i];
+    }
+    out->n = k;
+    return 0;
+}
