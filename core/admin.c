@@ -4,6 +4,7 @@
 #include "clock.h"
 #include "error.h"
 #include "metrics.h"
+#include "admin_logs.h"
 #include "worker.h"
 
 #include <cjson/cJSON.h>
@@ -240,6 +241,8 @@ sl_admin_handle(sl_request_t *r)
         post_reload(r);
     else if (IS("/admin/providers") && get)
         get_providers(r);
+    else if (sl_admin_logs(r))
+        ; /* /admin/logs, /admin/logs/export */
     else if (IS("/admin/config") || IS("/admin/reload") ||
              IS("/admin/providers"))
         sl_response_error(r, 405, "method not allowed for this path",

@@ -1184,6 +1184,49 @@ load_store(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
             &cfg->store_flush_ms);
 }
 
+static int
+get_bool(ctx_t *c, const cJSON *obj, const char *path, const char *key,
+         int *out) {
+    const cJSON *v = member(obj, key);
+    char p[256];
+
+    if (v == NULL)
+        return 0;
+    if (!cJSON_IsBool(v)) {
+        path_key(p, sizeof(p), path, key);
+        cfg_err(c, p, "must be true or false");
+        return -1;
+    }
+    *out = cJSON_IsTrue(v);
+    return 1;
+}
+
+static void
+load_request_log(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
+    static const char *const keys[] = {
+        "enabled",        "max_age_hours",     "max_entries",
+        "capture_bodies", "max_body_bytes", "sweep_interval_ms", NULL};
+    const char *p = "$.request_log";
+    cfg->reqlog_enabled = 1;
+    cfg->reqlog_max_age_hours = 168;
+    cfg->reqlog_max_entries = 1000000;
+    cfg->reqlog_capture_bodies = 0;
+    cfg->reqlog_max_body_bytes = 16384;
+    cfg->reqlog_sweep_interval_ms = 10000;
+    if (v == NULL || !want_object(c, v, p))
+        return;
+    check_keys(c, v, p, keys);
+    get_bool(c, v, p, "enabled", &cfg->reqlog_enabled);
+    get_int(c, v, p, "max_age_hours", 1, 24L * 365 * 10,
+            &cfg->reqlog_max_age_hours);
+    get_int(c, v, p, "max_entries", 1, 1000000000L, &cfg->reqlog_max_entries);
+    get_bool(c, v, p, "capture_bodies", &cfg->reqlog_capture_bodies);
+    get_int(c, v, p, "max_body_bytes", 16, 1L << 20,
+            &cfg->reqlog_max_body_bytes);
+    get_int(c, v, p, "sweep_interval_ms", 10, 3600000,
+            &cfg->reqlog_sweep_interval_ms);
+}
+
 static void
 load_admin(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
     static const char *const keys[] = {"addr", "token_env", NULL};
@@ -1210,7 +1253,8 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
     static const char *const keys[] = {
         "listen",  "workers",   "data_dir",   "admin",
         "plugins", "providers", "models",     "allow_direct_models",
-        "routes",  "limits",    "access_log", "plugin_dir", NULL};
+        "routes",  "limits",    "access_log", "plugin_dir", "store",
+        "request_log", NULL};
     const cJSON *v;
     long workers = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -1230,6 +1274,7 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
 
     load_admin(c, cfg, member(root, "admin"));
     load_store(c, cfg, member(root, "store"));
+    load_request_log(c, cfg, member(root, "request_log"));
     {
         const char *dir = NULL;
         get_string(c, root, "$", "plugin_dir", 0, &dir);

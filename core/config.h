@@ -154,6 +154,13 @@ typedef struct sl_config {
     long store_map_size_mb;     /* default 1024 */
     long store_map_size_max_mb; /* grow a full map up to this; 0 = never */
     long store_flush_ms;        /* buffered databases reach disk; 1000 */
+    /* "request_log" (core/requestlog.c): on unless enabled is false. */
+    int reqlog_enabled;
+    long reqlog_max_age_hours;     /* 168 */
+    long reqlog_max_entries;       /* 1000000 */
+    int reqlog_capture_bodies;     /* false */
+    long reqlog_max_body_bytes;    /* per captured body; 16384 */
+    long reqlog_sweep_interval_ms; /* retention sweep period; 10000 */
 } sl_config_t;
 
 /* One validation error: the JSON path ("$.providers.openai.base_url") and

@@ -12,6 +12,7 @@
 #include "tls.h"
 #include "pipeline.h"
 #include "metrics.h"
+#include "requestlog.h"
 
 #include <errno.h>
 #include <openssl/err.h>
@@ -36,6 +37,8 @@ request_log(sl_worker_t *w, const sl_request_t *r)
 {
     sl_accesslog_write(w->log, r);
     sl_metrics_request_done(w->metrics, r);
+    if (!w->admin)
+        sl_reqlog_write(w->srv->store, r);
 }
 static void conn_flush(sl_conn_t *c);
 
@@ -213,6 +216,9 @@ format_head(sl_request_t *r, char *buf, size_t cap, int status,
                                 "Connection: keep-alive\r\n");
     if (extra != NULL)
         len += (size_t)snprintf(buf + len, cap - len, "%s", extra);
+    if (r->trace_id[0] != '\0' && len < cap)
+        len += (size_t)snprintf(buf + len, cap - len,
+                                "x-sluice-trace-id: %s\r\n", r->trace_id);
     if (r->plugin_headers != NULL && len + strlen(r->plugin_headers) + 3 < cap)
         len += (size_t)snprintf(buf + len, cap - len, "%s", r->plugin_headers);
     len += (size_t)snprintf(buf + len, cap - len, "\r\n");
@@ -235,6 +241,7 @@ sl_response_send(sl_request_t *r, int status, const char *content_type,
     char head[2048];
     if (r->pipe != NULL)
         sl_pipeline_response(r, &status, &content_type, &body, &len);
+    sl_reqlog_answer(r, body, len);
     if (r->front != NULL) {
         const sl_front_t *f = r->front;
         r->front = NULL;
@@ -268,6 +275,8 @@ sl_response_send_buffer(sl_request_t *r, int status, const char *content_type,
                          (const char *)evbuffer_pullup(body, -1), len);
         return;
     }
+    if (r->cfg->reqlog_capture_bodies && r->log_answer == NULL && len > 0)
+        sl_reqlog_answer(r, (const char *)evbuffer_pullup(body, -1), len);
     response_begin(r, status);
     size_t hl = format_head(r, head, sizeof(head), status, content_type,
                             (long long)len, extra);
@@ -300,6 +309,51 @@ sl_response_error(sl_request_t *r, int status, const char *message,
     sl_response_error_with(r, status, message, code, NULL);
 }
 
+/* The head of a chunked answer (a close-delimited one for HTTP/1.0). */
+static void
+chunked_head(sl_request_t *r, int status, const char *content_type,
+             const char *extra)
+{
+    sl_conn_t *c = r->conn;
+    char head[2048];
+    response_begin(r, status);
+    r->streaming = 1;
+    int chunked = r->http.version_minor >= 1;
+    if (!chunked)
+        c->keep_alive = 0;
+    char hdrs[1024];
+    snprintf(hdrs, sizeof(hdrs), "%s%s",
+             chunked ? "Transfer-Encoding: chunked\r\n" : "",
+             extra != NULL ? extra : "");
+    size_t hl = format_head(r, head, sizeof(head), status, content_type, -1,
+                            hdrs);
+    evbuffer_add(c->out, head, hl);
+    r->bytes_out += hl;
+}
+
+void
+sl_response_chunked_start(sl_request_t *r, int status,
+                          const char *content_type, const char *extra)
+{
+    chunked_head(r, status, content_type, extra);
+}
+
+int
+sl_response_chunk(sl_request_t *r, const char *data, size_t len)
+{
+    sl_conn_t *c = r->conn;
+    if (len == 0)
+        return evbuffer_get_length(c->out) > SL_OUT_HIGH;
+    if (r->http.version_minor >= 1)
+        evbuffer_add_printf(c->out, "%zx\r\n", len);
+    evbuffer_add(c->out, data, len);
+    if (r->http.version_minor >= 1)
+        evbuffer_add(c->out, "\r\n", 2);
+    r->bytes_out += len;
+    conn_flush(c);
+    return evbuffer_get_length(c->out) > SL_OUT_HIGH;
+}
+
 void
 sl_response_stream_start(sl_request_t *r, int status, const char *extra)
 {
@@ -329,6 +383,7 @@ int
 sl_response_stream_event(sl_request_t *r, const char *event, size_t event_len,
                          const char *data, size_t len)
 {
+    sl_reqlog_stream_event(r, data, len);
     if (r->front != NULL)
         return r->front->stream_event(r, event, event_len, data, len);
     sl_conn_t *c = r->conn;
@@ -485,6 +540,8 @@ read_head(sl_conn_t *c)
     evbuffer_drain(in, (size_t)rc);
     r->bytes_in = (size_t)rc;
     r->t_start = sl_now_us();
+    if (!c->w->admin)
+        sl_trace_begin(r);
     c->keep_alive = r->http.keep_alive;
     if (r->http.content_length > 0 &&
         (uint64_t)r->http.content_length > lim->max_body_bytes) {

@@ -79,6 +79,19 @@ struct sl_request {
     /* The front door when not OpenAI's (frontends/); NULL otherwise. */
     const sl_front_t *front;
     void *front_state;
+
+    /* W3C trace context (requestlog.c): lowercase hex, "" when none. */
+    char trace_id[33];
+    char span_id[17];   /* this request's span: the upstream's parent */
+    char parent_id[17]; /* the client's span, from its traceparent */
+    unsigned char trace_flags;
+    /* request_log.capture_bodies: what the provider got and the answer,
+     * arena copies cut to max_body_bytes; NULL when not captured. */
+    const char *log_up_body;
+    size_t log_up_body_len;
+    const char *log_answer;
+    size_t log_answer_len;
+    struct evbuffer *log_stream_text; /* a stream's deltas */
 };
 
 /* The GET /v1/models body for a config; malloc'd, built once at start. */
@@ -116,6 +129,13 @@ int sl_response_flush(sl_request_t *r);
 /* Ends the stream. When !clean, the caller has written an error event and
  * the connection is closed after the last byte. */
 void sl_response_stream_end(sl_request_t *r, int clean);
+/* A chunked answer of any content type (admin exports): the head, then
+ * chunks (returns non-zero like stream_event when the caller should wait
+ * for r->resume), then sl_response_stream_end. */
+void sl_response_chunked_start(sl_request_t *r, int status,
+                               const char *content_type,
+                               const char *extra_headers);
+int sl_response_chunk(sl_request_t *r, const char *data, size_t len);
 
 /* Milliseconds the gateway itself has spent on r so far (total minus
  * upstream), for x-sluice-overhead-ms. */

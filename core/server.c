@@ -5,6 +5,7 @@
 #include "store.h"
 #include "error.h"
 #include "plugin.h"
+#include "requestlog.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -293,6 +294,7 @@ sl_server_run(const char *path, sl_config_t *cfg)
     sl_server_t srv = {0};
     int rc = 1, started = 0;
     struct event *sigs[3] = {0};
+    sl_reqlog_sweeper_t *sweeper = NULL;
     srv.nworkers = cfg->workers;
     srv.accesslog_fd = open_access_log(cfg);
     srv.config_path = strdup(path);
@@ -357,6 +359,10 @@ sl_server_run(const char *path, sl_config_t *cfg)
     srv.control = with_admin ? srv.admin->base : event_base_new();
     if (srv.control == NULL)
         goto done;
+    /* Request-log retention runs here, off the workers. */
+    sweeper = sl_reqlog_sweeper_start(srv.control, &srv);
+    if (sweeper == NULL)
+        goto done;
 
     /* Signals go to the main thread only: workers block them. */
     sigset_t set, old;
@@ -391,6 +397,7 @@ stop:
         pthread_join(srv.workers[i].thread, NULL);
     fprintf(stderr, "sluice: stopped\n");
 done:
+    sl_reqlog_sweeper_stop(sweeper);
     for (int i = 0; i < 3; i++)
         if (sigs[i] != NULL)
             event_free(sigs[i]);

@@ -110,6 +110,15 @@ int sl_store_scan(sl_store_t *st, sl_store_db_t db, const char *ns,
                   const void *start, size_t slen, sl_store_scan_fn fn,
                   void *ud);
 
+/* The same in descending key order: entries whose key is <= end (from
+ * the last one when elen is 0), newest first for time-ordered keys. */
+int sl_store_scan_rev(sl_store_t *st, sl_store_db_t db, const char *ns,
+                      const void *end, size_t elen, sl_store_scan_fn fn,
+                      void *ud);
+/* The number of entries in db, every namespace, expired ones not yet
+ * swept included: O(1), for size-based retention. */
+int sl_store_count(sl_store_t *st, sl_store_db_t db, uint64_t *out);
+
 /* Queued writes. They return at once: 0 when queued (the outcome then goes
  * to done, which may be NULL for fire-and-forget), or an SL_E* when
  * refused (done is then not called). Writes are applied in the order they

@@ -250,7 +250,36 @@ struct scan_args {
     size_t nslen; /* ns '\0', the prefix every key of the scan has */
     sl_store_scan_fn fn;
     void *ud;
+    bool rev; /* descending, from start (or the namespace's last key) */
 };
+
+/* Positions c on the last key <= a->start, or on the namespace's last key
+ * when only the namespace was given. */
+static int
+scan_rev_first(MDB_cursor *c, const struct scan_args *a, MDB_val *k,
+               MDB_val *v) {
+    unsigned char bound[SL_STORE_KEYMAX];
+    MDB_val b = a->start;
+    int rc;
+    if (b.mv_size == 0)
+        return mdb_cursor_get(c, k, v, MDB_LAST);
+    if (b.mv_size == a->nslen) {
+        /* Just past the namespace: "ns\0" sorts before "ns\1". */
+        memcpy(bound, b.mv_data, b.mv_size);
+        bound[b.mv_size - 1] = 1;
+        b.mv_data = bound;
+    }
+    *k = b;
+    rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND)
+        return mdb_cursor_get(c, k, v, MDB_LAST);
+    if (rc != 0)
+        return rc;
+    if (b.mv_data != bound && k->mv_size == b.mv_size &&
+        memcmp(k->mv_data, b.mv_data, b.mv_size) == 0)
+        return 0; /* the end key itself */
+    return mdb_cursor_get(c, k, v, MDB_PREV);
+}
 
 static int
 scan_in_txn(sl_store_t *st, MDB_txn *txn, void *arg) {
@@ -262,9 +291,13 @@ scan_in_txn(sl_store_t *st, MDB_txn *txn, void *arg) {
     unsigned char *prefix = a->start.mv_data;
     MDB_val k = a->start, v;
     int64_t now = sl_store_now(st);
-    rc = k.mv_size > 0 ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
-                       : mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    MDB_cursor_op step = a->rev ? MDB_PREV : MDB_NEXT;
+    if (a->rev)
+        rc = scan_rev_first(c, a, &k, &v);
+    else
+        rc = k.mv_size > 0 ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
+                           : mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, step)) {
         if (k.mv_size < a->nslen || memcmp(k.mv_data, prefix, a->nslen) != 0)
             break;
         if (v.mv_size < SL_STORE_HDR)
@@ -286,7 +319,8 @@ int
 sl_store_scan(sl_store_t *st, sl_store_db_t db, const char *ns,
               const void *start, size_t slen, sl_store_scan_fn fn, void *ud) {
     unsigned char kb[SL_STORE_KEYMAX];
-    struct scan_args a = {db, {0, kb}, ns ? strlen(ns) + 1 : 0, fn, ud};
+    struct scan_args a = {db, {0, kb}, ns ? strlen(ns) + 1 : 0, fn, ud,
+                          false};
     if ((unsigned)db >= SL_STORE_NDB || fn == NULL)
         return SL_EINVAL;
     if (a.nslen + slen > 0) {
@@ -296,4 +330,48 @@ sl_store_scan(sl_store_t *st, sl_store_db_t db, const char *ns,
     }
     /* Its own txn: fn may call sl_store_get, which uses the thread's. */
     return with_read_txn(st, db, true, scan_in_txn, &a);
+}
+
+int
+sl_store_scan_rev(sl_store_t *st, sl_store_db_t db, const char *ns,
+                  const void *end, size_t elen, sl_store_scan_fn fn,
+                  void *ud) {
+    unsigned char kb[SL_STORE_KEYMAX];
+    struct scan_args a = {db, {0, kb}, ns ? strlen(ns) + 1 : 0, fn, ud,
+                          true};
+    if ((unsigned)db >= SL_STORE_NDB || fn == NULL)
+        return SL_EINVAL;
+    if (a.nslen + elen > 0) {
+        int rc = sl_store_encode_key(st, ns, end, elen, kb, &a.start.mv_size);
+        if (rc != 0)
+            return rc;
+    }
+    return with_read_txn(st, db, true, scan_in_txn, &a);
+}
+
+struct count_args {
+    sl_store_db_t db;
+    uint64_t n;
+};
+
+static int
+count_in_txn(sl_store_t *st, MDB_txn *txn, void *arg) {
+    struct count_args *a = arg;
+    MDB_stat ms;
+    int rc = mdb_stat(txn, st->dbi[a->db], &ms);
+    if (rc != 0)
+        return sl_store_rc(rc);
+    a->n = ms.ms_entries;
+    return 0;
+}
+
+int
+sl_store_count(sl_store_t *st, sl_store_db_t db, uint64_t *out) {
+    struct count_args a = {db, 0};
+    if ((unsigned)db >= SL_STORE_NDB || out == NULL)
+        return SL_EINVAL;
+    int rc = with_read_txn(st, db, false, count_in_txn, &a);
+    if (rc == 0)
+        *out = a.n;
+    return rc;
 }

@@ -4,6 +4,7 @@
 #include "gemini.h"
 #include "../clock.h"
 #include "../error.h"
+#include "../requestlog.h"
 #include "../snapshot.h"
 #include "../worker.h"
 #include "provider.h"
@@ -1691,8 +1692,11 @@ sl_gemini_start(sl_call_t *k) {
         return;
     sl_upcall_params_t params = {
         .url = url,
-        .headers = k->stream ? snap->provider_stream_headers[idx]
-                             : snap->provider_headers[idx],
+        .headers = sl_reqlog_upstream(
+            r,
+            k->stream ? snap->provider_stream_headers[idx]
+                      : snap->provider_headers[idx],
+            body, strlen(body)),
         .body = body,
         .body_len = strlen(body),
         .connect_timeout_ms = p->connect_timeout_ms,

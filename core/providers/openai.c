@@ -3,6 +3,7 @@
  * event by event as it arrives. */
 #include "../clock.h"
 #include "../error.h"
+#include "../requestlog.h"
 #include "../worker.h"
 #include "provider.h"
 
@@ -362,8 +363,11 @@ sl_openai_start(sl_call_t *k)
     }
     sl_upcall_params_t params = {
         .url = url,
-        .headers = k->stream ? snap->provider_stream_headers[idx]
-                             : snap->provider_headers[idx],
+        .headers = sl_reqlog_upstream(
+            r,
+            k->stream ? snap->provider_stream_headers[idx]
+                      : snap->provider_headers[idx],
+            body, len),
         .body = body,
         .body_len = len,
         .connect_timeout_ms = p->connect_timeout_ms,
