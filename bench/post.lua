@@ -5,6 +5,10 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = os.getenv("BENCH_BODY")
     or '{"model":"bench","messages":[{"role":"user","content":"hello"}]}'
+local key = os.getenv("BENCH_AUTH")
+if key ~= nil and key ~= "" then
+    wrk.headers["Authorization"] = "Bearer " .. key
+end
 
 function done(summary, latency, requests)
     local e = summary.errors

@@ -164,6 +164,54 @@ SLUICE_PID=$!
 SLUICE_PORT=$(wait_for_line "$TMP/sluice.out" 'listening on 127\.0\.0\.1:[0-9]+' "$SLUICE_PID" |
     sed 's/.*://') || die "sluice did not start"
 
+# The same gateway with the bundled plugins on its chat route: auth (an
+# API key made with `sluice keys create`) and ratelimit when the auth
+# plugin is built, else ratelimit alone; limits far above what the run
+# sends, so every request is counted and none is refused.
+PLUGINS_LABEL=""
+PLUGINS_KEY=""
+if [ -f "$BUILD/plugins/ratelimit.so" ]; then
+    PLUGINS_LIST='"ratelimit"'
+    PLUGINS_LABEL="ratelimit"
+    AUTH_ENTRY=""
+    if [ -f "$BUILD/plugins/auth.so" ]; then
+        PLUGINS_LIST='"auth", "ratelimit"'
+        PLUGINS_LABEL="auth + ratelimit"
+        AUTH_ENTRY='"auth": {"path": "auth.so", "config": {}},'
+    fi
+    cat >"$TMP/sluice-plugins.json" <<EOF
+{
+  "listen": [{"addr": "127.0.0.1:0"}],
+  "workers": 1,
+  "data_dir": "$TMP/data-plugins",
+  "plugin_dir": "$BUILD/plugins",
+  "providers": {
+    "mock": {"type": "openai", "base_url": "http://127.0.0.1:$MOCK_PORT/v1"}
+  },
+  "models": {"bench": {"targets": [{"provider": "mock", "model": "bench"}]}},
+  "plugins": {
+    $AUTH_ENTRY
+    "ratelimit": {"path": "ratelimit.so",
+                  "config": {"requests_per_minute": 1000000000,
+                             "tokens_per_minute": 1000000000000}}
+  },
+  "routes": [{"path": "/v1/chat/completions", "plugins": [$PLUGINS_LIST]}],
+  "access_log": "off"
+}
+EOF
+    if [ -n "$AUTH_ENTRY" ]; then
+        PLUGINS_KEY=$("$SLUICE_BIN" keys create --name bench -c "$TMP/sluice-plugins.json" 2>"$TMP/keys.err") ||
+            { cat "$TMP/keys.err" >&2; die "sluice keys create failed"; }
+    fi
+    "${SERVER_CPU[@]}" "$SLUICE_BIN" -c "$TMP/sluice-plugins.json" >"$TMP/sluice-plugins.out" 2>&1 &
+    PIDS+=($!)
+    PLUGINS_PID=$!
+    PLUGINS_PORT=$(wait_for_line "$TMP/sluice-plugins.out" 'listening on 127\.0\.0\.1:[0-9]+' "$PLUGINS_PID" |
+        sed 's/.*://') || die "sluice with plugins did not start"
+else
+    echo "bench: no $BUILD/plugins/ratelimit.so: no plugins row" >&2
+fi
+
 PATH_CHAT=/v1/chat/completions
 DIRECT_URL=http://127.0.0.1:$MOCK_PORT$PATH_CHAT
 NGINX_URL=http://127.0.0.1:$NGINX_PORT$PATH_CHAT
@@ -171,6 +219,14 @@ SLUICE_URL=http://127.0.0.1:$SLUICE_PORT$PATH_CHAT
 wait_ok "$DIRECT_URL" "$CHAT_BODY" || die "the mock does not answer"
 wait_ok "$NGINX_URL" "$CHAT_BODY" || { cat "$TMP/nginx/error.log" >&2; die "nginx does not answer"; }
 wait_ok "$SLUICE_URL" "$CHAT_BODY" || { cat "$TMP/sluice.out" >&2; die "sluice does not answer"; }
+TARGETS=(direct nginx sluice)
+if [ -n "$PLUGINS_LABEL" ]; then
+    PLUGINS_URL=http://127.0.0.1:$PLUGINS_PORT$PATH_CHAT
+    code=$(curl -s -o "$TMP/plugins.body" -w '%{http_code}' -H 'Content-Type: application/json' \
+        ${PLUGINS_KEY:+-H "Authorization: Bearer $PLUGINS_KEY"} --data-binary "$CHAT_BODY" "$PLUGINS_URL")
+    [ "$code" = 200 ] || { cat "$TMP/plugins.body" "$TMP/sluice-plugins.out" >&2; die "sluice with plugins answers $code"; }
+    TARGETS+=(plugins)
+fi
 
 # ---- measure ---------------------------------------------------------------
 #
@@ -187,14 +243,20 @@ url_of() {
     direct) echo "$DIRECT_URL" ;;
     nginx) echo "$NGINX_URL" ;;
     sluice) echo "$SLUICE_URL" ;;
+    plugins) echo "$PLUGINS_URL" ;;
     esac
 }
 
-# wrk_once URL CONNS SECONDS BODY: prints wrk's RESULT line, or a line that
+# auth_of TARGET: the API key its requests carry (only the plugins one).
+auth_of() {
+    if [ "$1" = plugins ]; then echo "$PLUGINS_KEY"; fi
+}
+
+# wrk_once URL CONNS SECONDS BODY [KEY]: prints wrk's RESULT line, or a line that
 # counts as one error when wrk gave none.
 wrk_once() {
     local out line
-    out=$(BENCH_BODY=$4 "${CLIENT_CPU[@]}" "$WRK" -t1 -c"$2" -d"$3s" --timeout 5s \
+    out=$(BENCH_BODY=$4 BENCH_AUTH=${5:-} "${CLIENT_CPU[@]}" "$WRK" -t1 -c"$2" -d"$3s" --timeout 5s \
         -s "$LUA" "$1" 2>&1)
     line=$(grep '^RESULT ' <<<"$out" | tail -n1)
     if [ -z "$line" ]; then
@@ -240,15 +302,16 @@ aggregate() {
 
 # measure KIND CONNS SECONDS BODY: one row per target.
 measure() {
-    local kind=$1 conns=$2 secs=$3 body=$4 per r i t n=3
-    local targets=(direct nginx sluice)
+    local kind=$1 conns=$2 secs=$3 body=$4 per r i t
+    local targets=("${TARGETS[@]}") n=${#TARGETS[@]}
     per=$((secs / ROUNDS))
     [ "$per" -ge 1 ] || per=1
     echo "bench: $kind, $conns connection(s), $ROUNDS x ${per}s per target" >&2
     for ((r = 0; r < ROUNDS; r++)); do
         for ((i = 0; i < n; i++)); do
             t=${targets[$(((i + r) % n))]}
-            wrk_once "$(url_of "$t")" "$conns" "$per" "$body" >>"$TMP/$kind-$t-$conns.res"
+            wrk_once "$(url_of "$t")" "$conns" "$per" "$body" "$(auth_of "$t")" \
+                >>"$TMP/$kind-$t-$conns.res"
         done
     done
     for t in "${targets[@]}"; do
@@ -258,8 +321,8 @@ measure() {
 
 echo "bench: mock :$MOCK_PORT, nginx :$NGINX_PORT, sluice :$SLUICE_PORT;" \
     "${DURATION}s per row in $ROUNDS rounds after a ${WARMUP}s warm-up, wrk -t1"
-for t in direct nginx sluice; do
-    wrk_once "$(url_of "$t")" 32 "$WARMUP" "$CHAT_BODY" >/dev/null
+for t in "${TARGETS[@]}"; do
+    wrk_once "$(url_of "$t")" 32 "$WARMUP" "$CHAT_BODY" "$(auth_of "$t")" >/dev/null
 done
 measure chat 1 "$DURATION" "$CHAT_BODY"
 measure chat 32 "$DURATION" "$CHAT_BODY"
@@ -276,6 +339,7 @@ report() {
     echo "Sluice benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores," \
         "$("$SLUICE_BIN" --version), $("$NGINX" -v 2>&1 | sed 's/.*: //')," \
         "1 worker each, $([ ${#SERVER_CPU[@]} -gt 0 ] && echo "wrk on CPU 0, servers on CPU 1" || echo "not pinned")"
+    [ -z "$PLUGINS_LABEL" ] || echo "plugins = sluice with $PLUGINS_LABEL on the chat route"
     echo
     printf '%-7s %-8s %6s %10s %10s %10s %7s\n' kind target conns 'req/s' 'p50 ms' 'p99 ms' errors
     for key in "${ROWS[@]}"; do
@@ -286,12 +350,25 @@ report() {
     done
     echo
 
-    local rr added_s added_n lat verdict
+    local rr added_s added_n lat verdict pr ps
     rr=$(awk -v s="${RPS[chat sluice 32]:-0}" -v n="${RPS[chat nginx 32]:-0}" \
         'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
     verdict=$(awk -v r="$rr" 'BEGIN { print (r != "n/a" && r >= 0.5) ? "PASS" : "FAIL" }')
     printf 'throughput ratio  sluice/nginx req/s, chat, 32 conns: %s   (bar >= 0.5)  %s\n' \
         "$rr" "$verdict"
+
+    if [ -n "$PLUGINS_LABEL" ]; then
+        pr=$(awk -v s="${RPS[chat plugins 32]:-0}" -v n="${RPS[chat nginx 32]:-0}" \
+            'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
+        verdict=$(awk -v r="$pr" 'BEGIN { print (r != "n/a" && r >= 0.45) ? "PASS" : "FAIL" }')
+        printf 'plugins ratio  sluice+%s/nginx req/s, chat, 32 conns: %s   (bar >= 0.45)  %s\n' \
+            "$PLUGINS_LABEL" "$pr" "$verdict"
+        ps=$(awk -v p="${RPS[chat plugins 32]:-0}" -v s="${RPS[chat sluice 32]:-0}" \
+            'BEGIN { if (s > 0) printf "%.2f", p / s; else print "n/a" }')
+        verdict=$(awk -v r="$ps" 'BEGIN { print (r != "n/a" && r >= 0.90) ? "PASS" : "FAIL" }')
+        printf 'plugins cost  sluice+%s/sluice pass-through req/s, chat, 32 conns: %s   (bar >= 0.90)  %s\n' \
+            "$PLUGINS_LABEL" "$ps" "$verdict"
+    fi
 
     added_s=$((${P50[chat sluice 1]:-0} - ${P50[chat direct 1]:-0}))
     added_n=$((${P50[chat nginx 1]:-0} - ${P50[chat direct 1]:-0}))

@@ -8,9 +8,10 @@
  *
  * The live counters are in the instance's memory, shared by every worker
  * thread, one atomic word per (bucket, window) (window.h): exact under
- * concurrency without a lock. Each change is also queued to the store as a
- * kv_incr of the window's counter, so a restart in the same window picks
- * the count up again (seeded the first time the bucket is used). */
+ * concurrency without a lock. When a request ends, the counts of the
+ * buckets it touched are queued to the store (one kv_set each, nothing
+ * waits for it), so a restart in the same window picks them up again
+ * (seeded the first time the bucket is used). */
 #define _POSIX_C_SOURCE 200809L
 #include "window.h"
 
@@ -70,7 +71,7 @@ typedef struct {
     int64_t rpm, tpm;
 } rl_check_t;
 
-/* What on_log settles. */
+/* What on_log settles and persists. */
 typedef struct {
     uint32_t win;
     size_t n;
@@ -104,35 +105,39 @@ hash_of(const char *kind, const char *a, const char *b) {
 
 /* ---- persistence ---- */
 
+/* The store keeps, per bucket and window, its two counts as they were
+ * when a request last ended: {requests, tokens}, native uint64_t. */
 static int
-store_key(char *buf, size_t cap, char what, uint32_t win, uint64_t hash) {
-    return snprintf(buf, cap, "%c:%u:%016llx", what, (unsigned)win,
+store_key(char *buf, size_t cap, uint32_t win, uint64_t hash) {
+    return snprintf(buf, cap, "w:%u:%016llx", (unsigned)win,
                     (unsigned long long)hash);
 }
 
-static uint64_t
-stored(const rl_t *rl, sluice_req_t *req, char what, uint32_t win,
-       uint64_t hash) {
+static void
+seed(const rl_t *rl, sluice_req_t *req, rl_bucket_t *b, uint32_t win,
+     uint64_t hash) {
     char key[64];
-    int64_t v = 0;
+    uint64_t v[2] = {0, 0};
     size_t len = 0;
-    int n = store_key(key, sizeof(key), what, win, hash);
-    /* A kv_incr counter reads back as 8 bytes, a native int64_t. */
-    if (rl->host->kv_get(req, key, (size_t)n, &v, sizeof(v), &len) !=
+    int n = store_key(key, sizeof(key), win, hash);
+    if (rl->host->kv_get(req, key, (size_t)n, v, sizeof(v), &len) !=
             SLUICE_OK ||
-        len != sizeof(v) || v < 0)
-        return 0;
-    return (uint64_t)v;
+        len != sizeof(v))
+        v[0] = v[1] = 0;
+    rl_seed(&b->reqs, win, v[0]);
+    rl_seed(&b->toks, win, v[1]);
 }
 
+/* Queues the bucket's counts; one write, no read. Two requests of one
+ * consumer ending at once on two threads may queue their snapshots out of
+ * order: the store then lags by a request until the next one ends. */
 static void
-persist(const rl_t *rl, sluice_req_t *req, char what, uint32_t win,
-        uint64_t hash, int64_t delta) {
-    if (!rl->persist || delta == 0)
-        return;
+persist(const rl_t *rl, sluice_req_t *req, rl_bucket_t *b, uint32_t win,
+        uint64_t hash) {
     char key[64];
-    int n = store_key(key, sizeof(key), what, win, hash);
-    rl->host->kv_incr(req, key, (size_t)n, delta, RL_TTL_MS, NULL);
+    uint64_t v[2] = {rl_count(&b->reqs, win), rl_count(&b->toks, win)};
+    int n = store_key(key, sizeof(key), win, hash);
+    rl->host->kv_set(req, key, (size_t)n, v, sizeof(v), RL_TTL_MS);
 }
 
 /* ---- buckets ---- */
@@ -147,17 +152,15 @@ bucket(rl_t *rl, sluice_req_t *req, uint64_t hash, uint32_t win) {
         if (k == 0) {
             uint64_t zero = 0;
             if (atomic_compare_exchange_strong(&b->key, &zero, hash)) {
-                if (rl->persist) {
-                    rl_seed(&b->reqs, win, stored(rl, req, 'r', win, hash));
-                    rl_seed(&b->toks, win, stored(rl, req, 't', win, hash));
-                }
+                if (rl->persist)
+                    seed(rl, req, b, win, hash);
                 atomic_store_explicit(&b->ready, 1, memory_order_release);
                 return b;
             }
             k = zero; /* someone else took it: is it ours? */
         }
         if (k == hash) {
-            /* Seeding is two store reads: wait them out. */
+            /* Seeding is a store read: wait it out. */
             while (!atomic_load_explicit(&b->ready, memory_order_acquire))
                 sched_yield();
             return b;
@@ -472,13 +475,7 @@ on_request(void *instance, sluice_req_t *req) {
     if (refused)
         return refuse(rl, req, reset, what, lim, too_big);
 
-    for (size_t i = 0; i < n; i++) {
-        if (checks[i].rpm > 0)
-            persist(rl, req, 'r', win, checks[i].hash, 1);
-        if (checks[i].tpm > 0)
-            persist(rl, req, 't', win, checks[i].hash, (int64_t)reserve);
-    }
-    if (!need_tokens)
+    if (!need_tokens && !rl->persist)
         return SLUICE_CONTINUE;
     rl_state_t *st = h->alloc(req, sizeof(*st));
     if (st == NULL)
@@ -494,12 +491,8 @@ on_request(void *instance, sluice_req_t *req) {
 /* Settles the reservation against what the provider reported; with no
  * usage (an error, a client that went away, a RESPOND by a later plugin)
  * the whole reservation goes back. */
-static sluice_verdict_t
-on_log(void *instance, sluice_req_t *req) {
-    rl_t *rl = instance;
-    rl_state_t *st = rl->host->state_get(req);
-    if (st == NULL)
-        return SLUICE_CONTINUE;
+static void
+settle(const rl_t *rl, sluice_req_t *req, rl_state_t *st) {
     int64_t prompt = 0, completion = 0;
     uint64_t used = 0;
     if (rl->host->usage(req, &prompt, &completion) == SLUICE_OK)
@@ -513,8 +506,20 @@ on_log(void *instance, sluice_req_t *req) {
             rl_give(&k->b->toks, st->win, (uint64_t)-delta);
         else
             rl_add(&k->b->toks, st->win, (uint64_t)delta);
-        persist(rl, req, 't', st->win, k->hash, delta);
     }
+}
+
+/* Once the request is over: settle, then queue the counts to the store. */
+static sluice_verdict_t
+on_log(void *instance, sluice_req_t *req) {
+    rl_t *rl = instance;
+    rl_state_t *st = rl->host->state_get(req);
+    if (st == NULL)
+        return SLUICE_CONTINUE;
+    if (st->reserved > 0)
+        settle(rl, req, st);
+    for (size_t i = 0; rl->persist && i < st->n; i++)
+        persist(rl, req, st->c[i].b, st->win, st->c[i].hash);
     return SLUICE_CONTINUE;
 }
 
