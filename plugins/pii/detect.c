@@ -12,46 +12,67 @@ typedef struct {
     const char *name, *label;
     const char *pattern;
     pii_validate_fn validate;
+    char need; /* a byte every match holds; a text without it is skipped */
+    /* >0: no match starts more than this many bytes before its `need`
+     * byte, so a scan may jump there (an email's local part is <= 64) */
+    unsigned short reach;
 } builtin_t;
 
 /* Lookarounds keep a match from starting or ending inside a longer run
  * of the same characters (a card inside a 30-digit reference). */
 static const builtin_t builtins[] = {
+    /* Secrets are several patterns, not one alternation: each keeps
+     * PCRE2's first-character optimisation, five times faster on prose. */
     {"secret", "SECRET",
      "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\\s\\S]*?"
-     "-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"
-     "|(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])"
-     "|(?<![A-Za-z0-9_-])sk-(?:proj-|ant-(?:api03-)?)?[A-Za-z0-9_-]{20,}"
-     "|(?<![A-Za-z0-9])gh[pousr]_[A-Za-z0-9]{36,}"
-     "|(?<![A-Za-z0-9])github_pat_[A-Za-z0-9_]{22,}"
-     "|(?<![A-Za-z0-9])xox[abprs]-[A-Za-z0-9-]{10,}"
-     "|(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}"
-     "|(?<![A-Za-z0-9])[rs]k_(?:live|test)_[0-9A-Za-z]{16,}"
-     "|(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\\.eyJ[A-Za-z0-9_-]{8,}"
-     "\\.[A-Za-z0-9_-]{8,}"
-     "|(?i:bearer)\\s+\\K[A-Za-z0-9._~+/-]{20,}=*"
-     "|(?i:(?:api[_-]?key|secret[_-]?key|access[_-]?token|auth[_-]?token"
-     "|client[_-]?secret|password|passwd)[\"']?\\s*[:=]\\s*[\"']?)"
+     "-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+     pii_secret_ok, '-', 0},
+    {"secret", "SECRET",
+     "(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])"
+     "|(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}",
+     pii_secret_ok, 'A', 0},
+    {"secret", "SECRET",
+     "(?<![A-Za-z0-9_-])sk-(?:proj-|ant-(?:api03-)?)?[A-Za-z0-9_-]{20,}"
+     "|(?<![A-Za-z0-9])[rs]k_(?:live|test)_[0-9A-Za-z]{16,}",
+     pii_secret_ok, 'k', 0},
+    {"secret", "SECRET",
+     "(?<![A-Za-z0-9])gh[pousr]_[A-Za-z0-9]{36,}"
+     "|(?<![A-Za-z0-9])github_pat_[A-Za-z0-9_]{22,}",
+     pii_secret_ok, '_', 0},
+    {"secret", "SECRET", "(?<![A-Za-z0-9])xox[abprs]-[A-Za-z0-9-]{10,}",
+     pii_secret_ok, '-', 0},
+    {"secret", "SECRET",
+     "(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\\.eyJ[A-Za-z0-9_-]{8,}"
+     "\\.[A-Za-z0-9_-]{8,}",
+     pii_secret_ok, '.', 0},
+    {"secret", "SECRET", "(?i:bearer)\\s+\\K[A-Za-z0-9._~+/-]{20,}=*",
+     pii_secret_ok, 0, 0},
+    /* the lookbehind before (?i:...) keeps this fast: without it every
+     * letter of a text is a start */
+    {"secret", "SECRET",
+     "(?<![A-Za-z0-9])(?i:(?:api[_-]?key|secret[_-]?key|access[_-]?token"
+     "|auth[_-]?token|client[_-]?secret|password|passwd)[\"']?\\s*[:=]\\s*"
+     "[\"']?)"
      "\\K[A-Za-z0-9_\\-./+=!@#$%^&*]{12,}",
-     pii_secret_ok},
+     pii_secret_ok, 0, 0},
     {"email", "EMAIL",
      "(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
      "(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]{2,24}"
      "(?![A-Za-z0-9-]|\\.[A-Za-z0-9])",
-     pii_email_ok},
+     pii_email_ok, '@', 64},
     {"card", "CARD",
      "(?<![0-9A-Za-z.-])(?<![0-9][ -])(?:[0-9][ -]?){12,18}[0-9]"
      "(?![0-9A-Za-z]|[.-][0-9])",
-     pii_card_ok},
+     pii_card_ok, 0, 0},
     {"iban", "IBAN",
      "(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: "
      "?[A-Z0-9]{1,3})?"
      "(?![A-Za-z0-9])",
-     pii_iban_ok},
+     pii_iban_ok, 0, 0},
     {"ssn", "SSN",
      "(?<![0-9A-Za-z.-])(?<![0-9][ -])[0-9]{3}([- ])[0-9]{2}\\1[0-9]{4}"
      "(?![0-9A-Za-z]|[.-][0-9])",
-     pii_ssn_ok},
+     pii_ssn_ok, 0, 0},
     {"phone", "PHONE",
      /* international: +CC then 2..6 groups */
      "(?<![0-9A-Za-z+.-])(?<![0-9][ -])(?:\\+[1-9][0-9]{0,2}[ "
@@ -65,15 +86,15 @@ static const builtin_t builtins[] = {
      "|(?:0[1-9][0-9]{0,3}|\\(0[1-9][0-9]{0,3}\\))[ /.-]"
      "[0-9]{2,8}(?:[ .-][0-9]{2,4}){0,3})"
      "(?![0-9A-Za-z]|[.-][0-9])",
-     pii_phone_ok},
+     pii_phone_ok, 0, 0},
     {"ipv4", "IP",
      "(?<![0-9A-Za-z.])(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?![0-9A-Za-z]|\\.[0-9])",
-     pii_ipv4_ok},
+     pii_ipv4_ok, '.', 0},
     {"ipv6", "IP",
      "(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{0,4}:){2,7}"
      "(?:(?:[0-9]{1,3}\\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?"
      "(?![0-9A-Za-z:]|\\.[0-9])",
-     pii_ipv6_ok},
+     pii_ipv6_ok, ':', 0},
 };
 
 const char *const pii_builtin_names[] = {
@@ -102,19 +123,32 @@ compile(pii_detector_t *d, const char *pattern, size_t *erroffset, char *err,
 }
 
 int
-pii_detector_builtin(pii_detector_t *d, const char *name, pii_mode_t mode,
-                     char *err, size_t errlen) {
+pii_detectors_add_builtin(pii_detectors_t *ds, const char *name,
+                          pii_mode_t mode, char *err, size_t errlen) {
+    int found = 0;
     for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++) {
         if (strcmp(builtins[i].name, name) != 0)
             continue;
+        pii_detector_t *d = realloc(ds->d, (ds->n + 1) * sizeof(*d));
+        if (d == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -2;
+        }
+        ds->d = d;
+        d = &ds->d[ds->n];
         memset(d, 0, sizeof(*d));
         snprintf(d->name, sizeof(d->name), "%s", builtins[i].name);
         snprintf(d->label, sizeof(d->label), "%s", builtins[i].label);
         d->mode = mode;
         d->validate = builtins[i].validate;
-        return compile(d, builtins[i].pattern, NULL, err, errlen) ? -2 : 0;
+        d->need = builtins[i].need;
+        d->reach = builtins[i].reach;
+        if (compile(d, builtins[i].pattern, NULL, err, errlen) != 0)
+            return -2;
+        ds->n++;
+        found = 1;
     }
-    return -1;
+    return found ? 0 : -1;
 }
 
 int
@@ -187,7 +221,21 @@ pii_scan(const pii_detectors_t *ds, const char *text, size_t len,
     for (size_t i = 0; i < ds->n && rc == 0; i++) {
         const pii_detector_t *d = &ds->d[i];
         size_t at = 0;
+        if (d->need != 0 && memchr(text, d->need, len) == NULL)
+            continue;
         while (at <= len) {
+            if (d->reach > 0) {
+                const char *p = memchr(text + at, d->need, len - at);
+                if (p == NULL)
+                    break;
+                size_t from = (size_t)(p - text);
+                from = from > d->reach ? from - d->reach : 0;
+                while (from > at && from < len &&
+                       ((unsigned char)text[from] & 0xC0) == 0x80)
+                    from++; /* a character's start, for PCRE2_UTF */
+                if (from > at)
+                    at = from;
+            }
             int r = pcre2_match(d->re, (PCRE2_SPTR)text, len, at, 0, md, NULL);
             if (r < 0)
                 break; /* no match, or text the regex cannot read */

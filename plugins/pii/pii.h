@@ -31,6 +31,8 @@ typedef struct {
     char label[64]; /* "EMAIL": what [LABEL] and <LABEL_N> say */
     pii_mode_t mode;
     pii_validate_fn validate; /* NULL: every match counts */
+    char need;                /* non-zero: a byte every match contains */
+    unsigned short reach;     /* see detect.c */
     pcre2_code *re;
 } pii_detector_t;
 
@@ -84,11 +86,12 @@ int pii_secret_ok(const char *s, size_t n);
 /* The built-in detector names, in priority order (an earlier one wins an
  * overlap of equal length); NULL-terminated. */
 extern const char *const pii_builtin_names[];
-/* Compiles built-in detector `name` with `mode` into *d. -1 for an
- * unknown name; -2 when PCRE2 refused (a bug: the patterns are ours),
- * err filled. */
-int pii_detector_builtin(pii_detector_t *d, const char *name, pii_mode_t mode,
-                         char *err, size_t errlen);
+/* Appends built-in detector `name` with `mode` to ds (one or more
+ * compiled patterns; ds->d is malloc'd, freed by pii_detectors_free).
+ * -1 for an unknown name; -2 when PCRE2 refused (a bug: the patterns are
+ * ours) or out of memory, err filled. */
+int pii_detectors_add_builtin(pii_detectors_t *ds, const char *name,
+                              pii_mode_t mode, char *err, size_t errlen);
 /* Compiles a custom pattern. On a bad regex returns -1 with *erroffset
  * and err (PCRE2's message). */
 int pii_detector_custom(pii_detector_t *d, const char *name, const char *label,

@@ -201,7 +201,7 @@ load_builtins(pii_inst_t *in, const cJSON *dets, pii_mode_t dflt,
     }
     for (size_t i = 0; pii_builtin_names[i] != NULL; i++) {
         const char *name = pii_builtin_names[i];
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(dets, name);
+        c = cJSON_GetObjectItemCaseSensitive(dets, name);
         int on = 1;
         pii_mode_t mode = dflt;
         const cJSON *m = NULL;
@@ -239,14 +239,9 @@ load_builtins(pii_inst_t *in, const cJSON *dets, pii_mode_t dflt,
         }
         if (!on)
             continue;
-        pii_detector_t *d = slot(&in->dets);
         char msg[160];
-        if (d == NULL) {
-            snprintf(err, errlen, "out of memory");
-            return SLUICE_ENOMEM;
-        }
-        if (pii_detector_builtin(d, name, mode, msg, sizeof(msg)) != 0) {
-            in->dets.n--;
+        if (pii_detectors_add_builtin(&in->dets, name, mode, msg,
+                                      sizeof(msg)) != 0) {
             snprintf(err, errlen, "detector %s: %s", name, msg);
             return SLUICE_EINVAL;
         }

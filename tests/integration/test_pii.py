@@ -133,6 +133,7 @@ class Scripted:
 
     def __init__(self):
         self.events = []
+        self.answer = ""
         self.bodies = []
         outer = self
 
@@ -144,7 +145,23 @@ class Scripted:
 
             def do_POST(self):
                 n = int(self.headers.get("content-length", 0))
-                outer.bodies.append(self.rfile.read(n).decode())
+                body = self.rfile.read(n).decode()
+                outer.bodies.append(body)
+                if not json.loads(body).get("stream"):
+                    data = json.dumps({
+                        "id": "c", "object": "chat.completion", "created": 1,
+                        "model": "m", "choices": [{
+                            "index": 0, "finish_reason": "stop",
+                            "message": {"role": "assistant",
+                                        "content": outer.answer}}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                  "total_tokens": 2}}).encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("transfer-encoding", "chunked")
@@ -234,6 +251,19 @@ def test_answer_scanning_masks_pii_the_model_produced_across_events(
     text = stream_text(events)
     assert text == "Her address is [EMAIL] and card [CARD] ok", text
     assert "carol" not in r.body.decode() and "1111" not in r.body.decode()
+
+
+def test_answer_scanning_in_a_plain_answer_masks_and_still_restores(
+        gateway, scripted):
+    gw = scripted_gateway(gateway, scripted, {
+        "scan_response": True, "response_mode": "mask"})
+    scripted.answer = "Dear <EMAIL_1>, your SSN 219-09-9998 and %s." % CARD
+    r = chat(gw.port, "I am %s" % EMAIL, model="scripted")
+    assert r.status == 200, r
+    assert_no_raw(scripted.bodies[-1])
+    # The model's own PII is masked; the caller's own value comes back.
+    assert r.json()["choices"][0]["message"]["content"] == \
+        "Dear %s, your SSN ***-**-9998 and **** **** **** 1111." % EMAIL
 
 
 def test_a_stream_it_cannot_handle_fails_closed(gateway, scripted):

@@ -143,13 +143,10 @@ main(void) {
     pii_detectors_t ds = {0};
     char err[160];
     size_t nb = 0;
-    while (pii_builtin_names[nb])
-        nb++;
-    ds.d = calloc(nb, sizeof(*ds.d));
-    for (size_t i = 0; i < nb; i++, ds.n++)
-        if (pii_detector_builtin(&ds.d[i], pii_builtin_names[i],
-                                 PII_MODE_REDACT, err, sizeof(err)) != 0) {
-            printf("detector %s: %s\n", pii_builtin_names[i], err);
+    for (; pii_builtin_names[nb]; nb++)
+        if (pii_detectors_add_builtin(&ds, pii_builtin_names[nb],
+                                      PII_MODE_REDACT, err, sizeof(err)) != 0) {
+            printf("detector %s: %s\n", pii_builtin_names[nb], err);
             return 1;
         }
     if (run_file(&ds, "positives.txt") != 0 ||

@@ -43,13 +43,10 @@ static pii_detectors_t
 all_detectors(pii_mode_t mode) {
     pii_detectors_t ds = {0};
     char err[160];
-    for (size_t i = 0; pii_builtin_names[i]; i++) {
-        ds.d = realloc(ds.d, (ds.n + 1) * sizeof(*ds.d));
-        assert_int_equal(pii_detector_builtin(&ds.d[ds.n], pii_builtin_names[i],
-                                              mode, err, sizeof(err)),
+    for (size_t i = 0; pii_builtin_names[i]; i++)
+        assert_int_equal(pii_detectors_add_builtin(&ds, pii_builtin_names[i],
+                                                   mode, err, sizeof(err)),
                          0);
-        ds.n++;
-    }
     return ds;
 }
 
@@ -116,6 +113,29 @@ test_redact_and_mask_modes(void **state) {
     ds = all_detectors(PII_MODE_MASK);
     assert_string_equal(rewrite(&ds, NULL, "card 4111-1111-1111-1111."),
                         "card ****-****-****-1111.");
+    pii_detectors_free(&ds);
+}
+
+static void
+test_email_found_anywhere_in_a_long_text_and_local_part_capped(void **state) {
+    (void)state;
+    pii_detectors_t ds = all_detectors(PII_MODE_REDACT);
+    char text[1024], want[1024];
+    char pad[301];
+    memset(pad, 'w', 300);
+    pad[300] = '\0';
+    for (int i = 0; i < 300; i += 7)
+        pad[i] = ' ';
+    snprintf(text, sizeof(text), "%s a@b.io%s x.y@c.de", pad, pad);
+    snprintf(want, sizeof(want), "%s [EMAIL]%s [EMAIL]", pad, pad);
+    assert_string_equal(rewrite(&ds, NULL, text), want);
+    /* RFC 5321 caps the local part at 64: a 65-byte one is no address
+     * (and no tail of it is either). */
+    char local[66];
+    memset(local, 'q', 65);
+    local[65] = '\0';
+    snprintf(text, sizeof(text), "to %s@example.com", local);
+    assert_string_equal(rewrite(&ds, NULL, text), text);
     pii_detectors_free(&ds);
 }
 
@@ -338,6 +358,9 @@ main(void) {
             test_tokenize_gives_one_placeholder_per_value_and_numbers_per_label,
             free_all),
         cmocka_unit_test_teardown(test_redact_and_mask_modes, free_all),
+        cmocka_unit_test_teardown(
+            test_email_found_anywhere_in_a_long_text_and_local_part_capped,
+            free_all),
         cmocka_unit_test_teardown(test_secrets_and_private_key_blocks,
                                   free_all),
         cmocka_unit_test_teardown(test_custom_pattern_reports_the_pcre2_offset,
