@@ -155,6 +155,9 @@ sl_accesslog_write(sl_accesslog_t *l, const sl_request_t *r)
     n = put_num(line, cap, n, "bytes_in", (long)r->bytes_in);
     n = put_num(line, cap, n, "bytes_out", (long)r->bytes_out);
     n = put_str(line, cap, n, "error", r->error_code);
+    if (r->plugin_log != NULL)
+        n += (size_t)snprintf(n < cap ? line + n : NULL, n < cap ? cap - n : 0,
+                              "%s", r->plugin_log);
     n = put_str(line, cap, n, "trace_id", r->trace_id[0] ? r->trace_id : NULL);
     if (n >= cap)
         n = cap - 1; /* a line never splits: cut, still one line */

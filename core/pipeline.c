@@ -32,6 +32,7 @@ call(sl_pipe_t *p, size_t pos, sluice_phase_t phase, sluice_hook_fn hook) {
     struct sluice_req req = {.pipe = p, .inst = in, .pos = pos, .phase = phase};
     /* A RESPOND answers with what this hook set, never an earlier one's. */
     p->answer = NULL;
+    p->answer_stream = 0;
     sluice_verdict_t v = hook(in->instance, &req);
     if (v != SLUICE_CONTINUE && v != SLUICE_RESPOND)
         v = SLUICE_ERROR; /* anything else is a plugin bug: count it so */
@@ -67,7 +68,8 @@ failure_json(sl_request_t *r, const sl_plugin_inst_t *in, sluice_phase_t phase,
 static int
 verdict(sl_pipe_t *p, size_t pos, sluice_phase_t phase, sluice_verdict_t v) {
     const sl_plugin_inst_t *in = p->chain->items[pos];
-    if (v == SLUICE_RESPOND && phase != SLUICE_PHASE_CHUNK && p->answer != NULL)
+    if (v == SLUICE_RESPOND && p->answer != NULL &&
+        (phase != SLUICE_PHASE_CHUNK || !p->answer_stream))
         return 1;
     log_failure(in, phase,
                 v == SLUICE_RESPOND ? "returned RESPOND without respond()"
@@ -119,6 +121,26 @@ reencode(sl_pipe_t *p) {
     return 0;
 }
 
+/* Sends a respond_stream() answer: its events, as any stream goes out. */
+static void
+send_stream(sl_request_t *r, sl_pipe_t *p) {
+    sl_response_stream_start(r, p->answer_status, NULL);
+    const char *s = p->answer, *end = p->answer + p->answer_len;
+    while (s < end) {
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        const char *eol = nl != NULL ? nl : end;
+        size_t n = (size_t)(eol - s);
+        if (n >= 5 && memcmp(s, "data:", 5) == 0) {
+            const char *d = s + 5;
+            if (d < eol && *d == ' ')
+                d++;
+            sl_response_stream_event(r, NULL, 0, d, (size_t)(eol - d));
+        }
+        s = eol + 1;
+    }
+    sl_response_stream_end(r, 1);
+}
+
 int
 sl_pipeline_request(sl_request_t *r, sl_call_t *k) {
     const sl_plugin_chain_t *ch = chain_of(r);
@@ -145,8 +167,11 @@ sl_pipeline_request(sl_request_t *r, sl_call_t *k) {
             call(p, i, SLUICE_PHASE_REQUEST, in->desc.on_request);
         if (v != SLUICE_CONTINUE && verdict(p, i, SLUICE_PHASE_REQUEST, v)) {
             p->stage = SL_PIPE_DONE;
-            sl_response_send(r, p->answer_status, "application/json", NULL,
-                             p->answer, p->answer_len);
+            if (p->answer_stream)
+                send_stream(r, p);
+            else
+                sl_response_send(r, p->answer_status, "application/json",
+                                 NULL, p->answer, p->answer_len);
             return 1;
         }
     }

@@ -26,6 +26,8 @@ typedef enum {
 
 #define SL_PIPE_MAX_HEADERS 16
 #define SL_PIPE_HEADER_BYTES 1024
+#define SL_PIPE_MAX_LOG_FIELDS 8
+#define SL_PIPE_LOG_BYTES 1024
 #define SL_PIPE_MAX_ATTRS 32
 
 typedef struct sl_pipe {
@@ -35,8 +37,9 @@ typedef struct sl_pipe {
     void **state; /* per chain position: state_set */
     sl_pipe_stage_t stage;
 
-    /* respond() */
+    /* respond(), respond_stream() */
     int answer_status;
+    int answer_stream; /* answer is a text/event-stream body */
     char *answer;
     size_t answer_len;
 
@@ -61,6 +64,11 @@ typedef struct sl_pipe {
     const char *hname[SL_PIPE_MAX_HEADERS];
     const char *hvalue[SL_PIPE_MAX_HEADERS];
     size_t nheaders;
+
+    /* log_field_set: arena strings, the value already JSON-escaped */
+    const char *lname[SL_PIPE_MAX_LOG_FIELDS];
+    const char *lvalue[SL_PIPE_MAX_LOG_FIELDS];
+    size_t nlog;
 
     /* attr_set / attr_get: arena strings */
     const char *aname[SL_PIPE_MAX_ATTRS];

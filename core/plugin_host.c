@@ -251,7 +251,10 @@ header_owned(const char *name) {
     for (size_t i = 0; owned[i] != NULL; i++)
         if (strcasecmp(name, owned[i]) == 0)
             return 1;
-    return strncasecmp(name, "x-sluice-", 9) == 0;
+    /* x-sluice-* is the gateway's, but for the bundled plugins' own. */
+    return strncasecmp(name, "x-sluice-", 9) == 0 &&
+           strcasecmp(name, "x-sluice-cache") != 0 &&
+           strcasecmp(name, "x-sluice-guardrail") != 0;
 }
 
 static int
@@ -559,7 +562,7 @@ h_delta_set_text(sluice_req_t *req, const char *text, size_t len) {
 
 static int
 h_respond(sluice_req_t *req, int status, const char *json, size_t len) {
-    PHASE(req, P_REQ | P_RESP);
+    PHASE(req, P_REQ | P_RESP | P_CHUNK);
     if (status < 200 || status > 599 || json == NULL)
         return SLUICE_EINVAL;
     cJSON *check = cJSON_ParseWithLength(json, len);
@@ -1010,6 +1013,148 @@ h_usage(sluice_req_t *req, int64_t *prompt_tokens, int64_t *completion_tokens) {
     return SLUICE_OK;
 }
 
+/* ---- since 1.1: the whole request and answer, stream answers, log ---- */
+
+static int
+h_request_json(sluice_req_t *req, const char **json, size_t *len) {
+    PHASE(req, P_REQUEST_ANY);
+    sl_call_t *k = req->pipe->k;
+    if (k == NULL || k->json == NULL || json == NULL)
+        return SLUICE_ENOTFOUND;
+    char *s = cJSON_PrintUnformatted(k->json);
+    if (s == NULL)
+        return SLUICE_ENOMEM;
+    char *copy = sl_arena_strndup(A(req), s, strlen(s));
+    free(s);
+    if (copy == NULL)
+        return SLUICE_ENOMEM;
+    return out_str(copy, json, len);
+}
+
+/* The JSON a hook before this one may have changed, printed; else raw. */
+static int
+body_out(sluice_req_t *req, cJSON *j, int dirty, const char *raw,
+         size_t rawlen, const char **body, size_t *len) {
+    if (dirty && j != NULL) {
+        char *s = cJSON_PrintUnformatted(j);
+        char *copy = s ? sl_arena_strndup(A(req), s, strlen(s)) : NULL;
+        free(s);
+        if (copy == NULL)
+            return SLUICE_ENOMEM;
+        return out_str(copy, body, len);
+    }
+    if (raw == NULL)
+        return SLUICE_ENOTFOUND;
+    /* The raw bytes are not NUL-terminated where they sit. */
+    char *copy = sl_arena_strndup(A(req), raw, rawlen);
+    if (copy == NULL)
+        return SLUICE_ENOMEM;
+    *body = copy;
+    if (len != NULL)
+        *len = rawlen;
+    return SLUICE_OK;
+}
+
+static int
+h_response_body(sluice_req_t *req, const char **body, size_t *len) {
+    PHASE(req, P_RESP | P_CHUNK);
+    sl_pipe_t *p = req->pipe;
+    if (body == NULL)
+        return SLUICE_EINVAL;
+    if (req->phase == SLUICE_PHASE_RESPONSE)
+        return body_out(req, p->resp_json, p->resp_dirty, p->resp_body,
+                        p->resp_len, body, len);
+    return body_out(req, p->chunk_json, p->chunk_dirty, p->chunk,
+                    p->chunk_len, body, len);
+}
+
+static int
+h_respond_stream(sluice_req_t *req, int status, const char *sse, size_t len) {
+    PHASE(req, P_REQ);
+    if (status < 200 || status > 599 || sse == NULL || len == 0)
+        return SLUICE_EINVAL;
+    int any = (len >= 5 && memcmp(sse, "data:", 5) == 0) ||
+              memmem(sse, len, "\ndata:", 6) != NULL;
+    if (!any)
+        return SLUICE_EINVAL;
+    char *copy = sl_arena_strndup(A(req), sse, len);
+    if (copy == NULL)
+        return SLUICE_ENOMEM;
+    req->pipe->answer_status = status;
+    req->pipe->answer = copy;
+    req->pipe->answer_len = len;
+    req->pipe->answer_stream = 1;
+    return SLUICE_OK;
+}
+
+static int
+h_response_complete(sluice_req_t *req) {
+    PHASE(req, P_LOG);
+    const sl_request_t *r = R(req);
+    if (r->client_gone || !r->responded)
+        return 0;
+    return r->streaming ? (r->stream_ok ? 1 : 0) : 1;
+}
+
+static int
+log_key_ok(const char *k) {
+    static const char *const core[] = {
+        "time", "method", "path", "route", "model", "provider",
+        "target_model", "status", "stream", "latency_ms", "upstream_ms",
+        "prompt_tokens", "completion_tokens", "bytes_in", "bytes_out",
+        "error", "consumer", NULL};
+    size_t n = strlen(k);
+    if (n == 0 || n > 32)
+        return 0;
+    for (const char *c = k; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
+              *c == '_'))
+            return 0;
+    for (size_t i = 0; core[i] != NULL; i++)
+        if (strcmp(k, core[i]) == 0)
+            return 0;
+    return 1;
+}
+
+static int
+h_log_field_set(sluice_req_t *req, const char *key, const char *value) {
+    PHASE(req, P_REQ | P_RESP | P_CHUNK);
+    sl_pipe_t *p = req->pipe;
+    if (key == NULL || value == NULL || !log_key_ok(key) ||
+        strlen(value) > 256)
+        return SLUICE_EINVAL;
+    size_t vn = strlen(value);
+    size_t esc = sl_json_escape(NULL, 0, 0, value, vn);
+    char *v = sl_arena_alloc(A(req), esc + 1);
+    if (v == NULL)
+        return SLUICE_ENOMEM;
+    sl_json_escape(v, esc + 1, 0, value, vn);
+    v[esc] = '\0';
+    size_t slot = p->nlog, total = strlen(key) + esc + 6;
+    for (size_t i = 0; i < p->nlog; i++) {
+        if (strcmp(p->lname[i], key) == 0)
+            slot = i;
+        else
+            total += strlen(p->lname[i]) + strlen(p->lvalue[i]) + 6;
+    }
+    if (slot == SL_PIPE_MAX_LOG_FIELDS || total > SL_PIPE_LOG_BYTES)
+        return SLUICE_ETOOBIG;
+    const char *k = sl_arena_strndup(A(req), key, strlen(key));
+    char *line = sl_arena_alloc(A(req), total + 1);
+    if (k == NULL || line == NULL)
+        return SLUICE_ENOMEM;
+    p->lname[slot] = k;
+    p->lvalue[slot] = v;
+    if (slot == p->nlog)
+        p->nlog++;
+    size_t off = 0;
+    for (size_t i = 0; i < p->nlog; i++)
+        off += (size_t)sprintf(line + off, ",\"%s\":\"%s\"", p->lname[i],
+                               p->lvalue[i]);
+    R(req)->plugin_log = line;
+    return SLUICE_OK;
+}
+
 static const sluice_host_t host = {
     .size = sizeof(sluice_host_t),
     .abi_major = SLUICE_ABI_MAJOR,
@@ -1056,6 +1201,11 @@ static const sluice_host_t host = {
     .attr_get = h_attr_get,
     .request_max_tokens = h_request_max_tokens,
     .usage = h_usage,
+    .request_json = h_request_json,
+    .response_body = h_response_body,
+    .respond_stream = h_respond_stream,
+    .response_complete = h_response_complete,
+    .log_field_set = h_log_field_set,
 };
 
 const sluice_host_t *

@@ -75,6 +75,9 @@ struct sl_request {
     const char *consumer; /* set by an auth plugin; NULL when none */
     /* "Name: value\r\n" lines plugins add to the answer; NULL when none. */
     const char *plugin_headers;
+    /* ",\"key\":\"value\"" JSON members plugins add to the access log
+     * line (log_field_set); NULL when none. */
+    const char *plugin_log;
 
     /* The front door when not OpenAI's (frontends/); NULL otherwise. */
     const sl_front_t *front;

@@ -59,6 +59,31 @@ sl_response_error(sl_request_t *r, int status, const char *message,
     sl_response_send(r, status, "application/json", NULL, body, n);
 }
 
+/* A respond_stream() answer (ABI 1.1): its events, joined by '|'. */
+void
+sl_response_stream_start(sl_request_t *r, int status, const char *extra) {
+    sent.calls++;
+    sent.status = status;
+    sent.body[0] = '\0';
+    r->status = status;
+    r->responded = 1;
+    r->streaming = 1;
+}
+
+int
+sl_response_stream_event(sl_request_t *r, const char *event, size_t event_len,
+                         const char *data, size_t len) {
+    size_t n = strlen(sent.body);
+    snprintf(sent.body + n, sizeof(sent.body) - n, "%s%.*s", n ? "|" : "",
+             (int)len, data);
+    return 0;
+}
+
+void
+sl_response_stream_end(sl_request_t *r, int clean) {
+    r->stream_ok = clean;
+}
+
 /* ---- helpers ---- */
 
 /* Loads a config (JSON with ' for ") and its plugins; the errors, joined

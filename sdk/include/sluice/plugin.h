@@ -297,7 +297,8 @@ struct sluice_host {
      * set before. Both strings are copied. SLUICE_EINVAL for a name that
      * is not an HTTP token, a value with control characters, or a header
      * the gateway owns (Content-Length, Content-Type, Transfer-Encoding,
-     * Connection, and the x-sluice-* ones); SLUICE_ETOOBIG past 16
+     * Connection, and the x-sluice-* ones but x-sluice-cache and
+     * x-sluice-guardrail, which the bundled plugins set); SLUICE_ETOOBIG past 16
      * headers or 1 KiB in all. Phases: req, resp (and chunk before the
      * stream's first event has been sent: SLUICE_EPHASE after). */
     int (*response_header_set)(sluice_req_t *req, const char *name,
@@ -360,7 +361,10 @@ struct sluice_host {
      * errors in OpenAI's shape: {"error":{"message","type","code"}}).
      * SLUICE_EINVAL when json does not parse or the status is out of
      * range. The hook must then return SLUICE_RESPOND (RESPOND without a
-     * respond() call is an ERROR). Phases: req, resp. */
+     * respond() call is an ERROR). Phases: req, resp; since 1.1 also
+     * chunk, where a RESPOND ends the stream: `json` goes out as its last
+     * event (the status is ignored: the head is gone), nothing after it,
+     * no [DONE]. */
     int (*respond)(sluice_req_t *req, int status, const char *json, size_t len);
 
     /* -- the consumer (since 1.0) -------------------------------------
@@ -469,6 +473,40 @@ struct sluice_host {
      * log. */
     int (*usage)(sluice_req_t *req, int64_t *prompt_tokens,
                  int64_t *completion_tokens);
+
+    /* -- the whole request and answer (since 1.1) -----------------------
+     * The canonical chat request (OpenAI's shape, whatever the provider)
+     * as compact JSON, with the messages as rewritten so far: what a cache
+     * keys on. Request-owned, NUL-terminated (*len may be NULL). Phases:
+     * req, resp, chunk, log. */
+    int (*request_json)(sluice_req_t *req, const char **json, size_t *len);
+    /* In on_response the whole answer body as it stands (JSON; an error
+     * body too); in on_chunk the current stream event's data (the JSON
+     * after "data: "). Borrowed, NUL-terminated (*len may be NULL).
+     * SLUICE_ENOTFOUND when there is none. Phases: resp, chunk. */
+    int (*response_body)(sluice_req_t *req, const char **body, size_t *len);
+    /* Like respond(), but the answer is a stream: `sse` is a
+     * text/event-stream body ("data: {...}\n\n" events, normally ending
+     * with "data: [DONE]\n\n"), copied. The client gets a stream head
+     * with `status` and each event as the gateway sends any stream (a
+     * /v1/messages client gets it translated). SLUICE_EINVAL for a status
+     * out of 200..599 or a body with no data event. The hook then returns
+     * SLUICE_RESPOND. Phase: req. */
+    int (*respond_stream)(sluice_req_t *req, int status, const char *sse,
+                          size_t len);
+    /* 1 when the whole answer reached the client's connection (a
+     * non-stream answer was sent; a stream ended cleanly, with [DONE]),
+     * 0 when it did not (a stream cut by an error or a client that left).
+     * Phase: log. */
+    int (*response_complete)(sluice_req_t *req);
+    /* Adds "key":"value" to the request's access-log line (both copied;
+     * setting a key again replaces it). key is 1..32 bytes of [a-z0-9_]
+     * and not one of the gateway's own fields; value up to 256 bytes. At
+     * most 8 fields and 1 KiB per request (SLUICE_ETOOBIG). The line is
+     * written when the answer ends, before on_log: phases req, resp,
+     * chunk. */
+    int (*log_field_set)(sluice_req_t *req, const char *key,
+                         const char *value);
 
     /* New entries go here, each with "since 1.N". */
 };
