@@ -2,6 +2,7 @@
 #include "admin_plugins.h"
 #include "balancer.h"
 #include "clock.h"
+#include "dashboard.h"
 #include "error.h"
 #include "metrics.h"
 #include "admin_logs.h"
@@ -212,6 +213,12 @@ get_providers(sl_request_t *r)
 void
 sl_admin_handle(sl_request_t *r)
 {
+    /* The page and its assets are public: every number on it comes
+     * through the calls below, with the token. */
+    if (sl_dashboard_path(r->http.path, r->http.path_len)) {
+        sl_dashboard_serve(r);
+        return;
+    }
     if (!authorized(r)) {
         sl_response_error_with(r, 401, "missing or wrong admin token",
                                "invalid_admin_token",

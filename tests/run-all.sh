@@ -2,7 +2,8 @@
 # Builds Sluice twice (release, and ASan+UBSan) and runs every test suite on
 # each: the unit tests and fuzz corpus replay (make check), the integration
 # tests (pytest), the mock upstream's self-tests and the openai SDK client
-# tests (node); then make distcheck once. It runs everything even after a
+# tests (node), and on the release build the dashboard in headless Chromium;
+# then make distcheck once. It runs everything even after a
 # failure and ends with a summary that repeats each runner's own totals, so
 # the last lines of the output tell the whole story (CI reads them).
 #
@@ -89,6 +90,8 @@ missing_packages() {
     command -v clang >/dev/null || m+=(clang)
     have_fuzzer || m+=(libclang-rt-14-dev)
     command -v curl >/dev/null || m+=(curl)
+    # The dashboard's browser test drives Debian's Chromium (no download).
+    [ -x /usr/bin/chromium ] || m+=(chromium)
     echo "${m[@]}"
 }
 
@@ -184,12 +187,14 @@ pytest_status() {
 }
 
 CLIENTS=$SRC/tests/clients
+E2E=$SRC/tests/e2e
 for b in "${BUILDS[@]}"; do
     dir=$SRC/build/$b
     if [ "${BUILT[$b]}" != 1 ]; then
         for step in "make check" pytest "mock self-tests" node; do
             record "[$b] $step" "FAIL (not built)" 0
         done
+        [ "$b" = release ] && record "[$b] dashboard e2e" "FAIL (not built)" 0
         continue
     fi
     san_env=()
@@ -237,6 +242,23 @@ for b in "${BUILDS[@]}"; do
         node --test --test-reporter=tap tests/clients/test/
     record "[$b] node" "$([ "$RC" = 0 ] && echo ok || echo "FAIL (exit $RC)")" \
         $((SECONDS - t)) "$(lines_of "$LOGS/node-$b.log" '^# (tests|pass|fail|cancelled) [0-9]+$')"
+
+    # The dashboard in headless Chromium: once, on the release build (a
+    # browser under ASan adds minutes and tests nothing more of the page).
+    if [ "$b" = release ]; then
+        say "[$b] node --test tests/e2e/test/ (dashboard in Chromium)"
+        t=$SECONDS
+        if [ ! -d "$E2E/node_modules/playwright-core" ]; then
+            echo "npm ci in $E2E"
+            (cd "$E2E" && npm ci --no-audit --no-fund) >"$LOGS/npm-ci-e2e.log" 2>&1 ||
+                tail -n 20 "$LOGS/npm-ci-e2e.log"
+        fi
+        run_logged "$LOGS/e2e-$b.log" env -C "$SRC" "${bin_env[@]}" \
+            SLUICE_ARTIFACTS="$SRC/build/artifacts" \
+            node --test --test-reporter=tap tests/e2e/test/
+        record "[$b] dashboard e2e" "$([ "$RC" = 0 ] && echo ok || echo "FAIL (exit $RC)")" \
+            $((SECONDS - t)) "$(lines_of "$LOGS/e2e-$b.log" '^# (tests|pass|fail|cancelled) [0-9]+$|^# .*screenshot: ')"
+    fi
 done
 
 # ---- (e) distcheck ----------------------------------------------------------

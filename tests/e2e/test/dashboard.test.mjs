@@ -1,0 +1,193 @@
+// The dashboard in headless Debian Chromium (driven by playwright-core):
+// real requests go through the real gateway to the mock upstream, the page
+// logs in with the admin token and must chart what those requests did.
+// A screenshot is left in build/artifacts/dashboard.png.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+import { ADMIN_TOKEN, chat, startGateway } from '../lib/gateway.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const ARTIFACTS = process.env.SLUICE_ARTIFACTS || join(ROOT, 'build', 'artifacts');
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+// The closed network refuses Chromium's own background connections: these
+// flags keep it from trying (see the machine notes on Chromium).
+const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+let gw;
+let context;
+let page;
+let profile;
+let traffic;
+const pageErrors = [];
+
+// Requests in the background while the page watches: rates and
+// percentiles are computed from successive scrapes, so they need traffic
+// between two of them. Every tenth one fails upstream (a 500 from the mock).
+function startTraffic(baseURL) {
+  let n = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      n++;
+      const fail = n % 10 === 0;
+      await chat(baseURL, n % 3 === 0 ? 'echo' : 'gpt-test',
+        fail ? 'boom [mock:status=500]' : `hello dashboard ${n} [mock:delay_ms=15]`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  return async () => {
+    running = false;
+    await loop;
+  };
+}
+
+before(async () => {
+  gw = await startGateway();
+  for (let i = 0; i < 20; i++) {
+    assert.equal(await chat(gw.baseURL, 'gpt-test', `warm up ${i}`), 200);
+  }
+  assert.equal(await chat(gw.baseURL, 'nope', 'x'), 404);
+  profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1400, height: 1500 },
+  });
+  page = context.pages()[0] || await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 40[14]/.test(m.text())) {
+      pageErrors.push(`console: ${m.text()}`);
+    }
+  });
+});
+
+after(async () => {
+  if (traffic) await traffic();
+  if (context) await context.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+  if (gw) {
+    const exit = await gw.stop();
+    assert.equal(exit.code, 0, `gateway exit after SIGTERM:\n${exit.stderr}`);
+  }
+});
+
+test('the page is public but its data calls need the admin token', async () => {
+  const res = await page.goto(`${gw.adminURL}/dashboard`);
+  assert.equal(res.status(), 200);
+  assert.match(res.headers()['content-type'], /^text\/html/);
+  assert.equal(await page.title(), 'Sluice dashboard');
+  await page.waitForSelector('#login-form', { state: 'visible' });
+  const status = await page.evaluate(async () => (await fetch('/metrics')).status);
+  assert.equal(status, 401);
+});
+
+test('a wrong token is refused with an error and the dashboard stays hidden', async () => {
+  await page.fill('#token', 'not-the-token');
+  await page.click('#login-submit');
+  await page.waitForSelector('#login-error', { state: 'visible' });
+  assert.match(await page.textContent('#login-error'), /wrong admin token/i);
+  assert.equal(await page.isVisible('#dashboard'), false);
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+});
+
+test('the charts show the requests sent through the gateway', async () => {
+  await page.fill('#token', ADMIN_TOKEN);
+  await page.click('#login-submit');
+  await page.waitForSelector('#dashboard', { state: 'visible' });
+  assert.equal(await page.isVisible('#login-error'), false);
+  traffic = startTraffic(gw.baseURL);
+
+  // Chart.js instances, read back from their canvases.
+  const read = () => page.evaluate(() => {
+    const sets = (id) => Object.fromEntries(Chart.getChart(id).data.datasets
+      .map((d) => [d.label, d.data]));
+    return {
+      rps: sets('chart-rps'),
+      latency: sets('chart-latency'),
+      tokens: sets('chart-tokens'),
+    };
+  });
+  const positive = (xs) => (xs || []).some((v) => typeof v === 'number' && v > 0);
+  await page.waitForFunction(() => {
+    const has = (id, label) => {
+      const d = Chart.getChart(id).data.datasets.find((x) => x.label === label);
+      return d && d.data.some((v) => typeof v === 'number' && v > 0);
+    };
+    return has('chart-rps', 'requests/s') && has('chart-rps', 'errors/s') &&
+      has('chart-latency', 'p50') && has('chart-latency', 'p99') &&
+      has('chart-tokens', 'gpt-test') && has('chart-tokens', 'echo');
+  }, null, { timeout: 20000, polling: 250 }).catch(async (e) => {
+    throw new Error(`charts never showed the traffic: ${JSON.stringify(await read())}\n${e}`);
+  });
+
+  const data = await read();
+  assert.ok(positive(data.rps['requests/s']));
+  // The mock delays most answers by 15 ms: the median sits above that.
+  const p50 = data.latency.p50.filter((v) => v > 0);
+  assert.ok(Math.max(...p50) >= 10, `p50 points: ${p50}`);
+  assert.ok(positive(data.tokens['gpt-test']));
+});
+
+test('the tables show providers, breakers and per-model totals', async () => {
+  const providers = await page.textContent('#providers');
+  assert.match(providers, /gpt-test/);
+  assert.match(providers, /upstream/);
+  assert.match(providers, /mock-model/);
+  assert.match(providers, /closed/);
+  const rows = await page.$$eval('#providers tbody tr', (trs) => trs.length);
+  assert.equal(rows, 2); // one target per model
+
+  // The totals include the warm-up requests sent before the page opened.
+  await page.waitForFunction(() => {
+    const row = [...document.querySelectorAll('#models tbody tr')]
+      .find((tr) => tr.cells[0].textContent === 'gpt-test');
+    return row && Number(row.cells[1].textContent.replace(/,/g, '')) > 20;
+  }, null, { timeout: 5000 });
+
+  // Errors: from the request log where the gateway has one, else from the
+  // status counters (the 404 for "nope" and the mock's 500s).
+  await page.waitForFunction(
+    () => /500|404/.test(document.getElementById('errors').textContent),
+    null, { timeout: 5000 });
+
+  // Every panel says something: data, "nothing yet", or "not available".
+  for (const id of ['plugins', 'budgets', 'consumers']) {
+    const text = (await page.textContent(`#${id}`)).trim();
+    assert.ok(text.length > 0, `panel #${id} is empty`);
+    assert.doesNotMatch(text, /undefined|NaN|\[object/, `panel #${id}: ${text}`);
+  }
+});
+
+test('the token lasts for the tab: a reload stays logged in', async () => {
+  await page.reload();
+  await page.waitForSelector('#dashboard', { state: 'visible' });
+  assert.equal(await page.isVisible('#login-form'), false);
+  // Wait for two refreshes so the screenshot has fresh points too.
+  await page.waitForFunction(() => Chart.getChart('chart-rps').data.labels.length >= 3,
+    null, { timeout: 20000 });
+});
+
+test('a screenshot is saved and the page logged no errors', async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const file = join(ARTIFACTS, 'dashboard.png');
+  await page.screenshot({ path: file, fullPage: true });
+  console.log(`screenshot: ${file}`);
+  assert.deepEqual(pageErrors, []);
+});
+
+test('logging out forgets the token', async () => {
+  await page.click('#logout');
+  await page.waitForSelector('#login-form', { state: 'visible' });
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  await page.reload();
+  await page.waitForSelector('#login-form', { state: 'visible' });
+});
