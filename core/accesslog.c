@@ -141,6 +141,7 @@ sl_accesslog_write(sl_accesslog_t *l, const sl_request_t *r)
     n = put_str(line, cap, n, "method", mlen ? method : NULL);
     n = put_str(line, cap, n, "path", plen ? path : NULL);
     n = put_str(line, cap, n, "route", r->route ? r->route->path : NULL);
+    n = put_str(line, cap, n, "consumer", r->consumer);
     n = put_str(line, cap, n, "model", r->model);
     n = put_str(line, cap, n, "provider", r->provider);
     n = put_str(line, cap, n, "target_model", r->target_model);

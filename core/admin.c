@@ -1,4 +1,5 @@
 #include "admin.h"
+#include "admin_keys.h"
 #include "admin_plugins.h"
 #include "balancer.h"
 #include "clock.h"
@@ -240,7 +241,9 @@ sl_admin_handle(sl_request_t *r)
         else
             sl_response_send(r, 200, "text/plain; version=0.0.4", NULL, body,
                              strlen(body));
-    } else if (sl_admin_plugins(r))
+    } else if (sl_admin_keys(r))
+        ;
+    else if (sl_admin_plugins(r))
         ;
     else if (IS("/admin/config") && get)
         get_config(r);

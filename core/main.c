@@ -1,6 +1,7 @@
 /* sluice: run the gateway, or check a config. */
 #include "config.h"
 #include "error.h"
+#include "keys_cli.h"
 #include "plugin.h"
 #include "worker.h"
 
@@ -24,6 +25,12 @@ usage(FILE *f)
             "       sluice plugins describe NAME -c FILE\n"
             "                                print plugin NAME's version, ABI "
             "and config schema\n"
+            "       sluice keys create --name NAME [--models m1,m2] [--rpm N] "
+            "[--tpm N] -c FILE\n"
+            "       sluice keys list [--json] -c FILE\n"
+            "       sluice keys revoke ID -c FILE\n"
+            "                                manage API keys (shown once, "
+            "stored hashed)\n"
             "       sluice --version | --help\n"
             "\n"
             "FILE is the JSON configuration (see docs/configuration.md).\n"
@@ -53,6 +60,8 @@ main(int argc, char **argv)
     if (i < argc && argv[i][0] != '-') {
         cmd = argv[i++];
     }
+    if (strcmp(cmd, "keys") == 0)
+        return sl_keys_main(argc - i, argv + i);
     if (strcmp(cmd, "plugins") == 0) {
         if (i + 1 >= argc || strcmp(argv[i], "describe") != 0) {
             fprintf(stderr, "sluice: usage: sluice plugins describe NAME "

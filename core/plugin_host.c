@@ -729,6 +729,21 @@ h_kv_incr(sluice_req_t *req, const void *key, size_t klen, int64_t delta,
     return SLUICE_OK;
 }
 
+/* Read-only: the KEYS database belongs to `sluice keys` and the admin
+ * API; plugins only look keys up. */
+static int
+h_keys_get(sluice_req_t *req, const char *ns, const void *key, size_t klen,
+           void *buf, size_t cap, size_t *len) {
+    int rc;
+    if (ns == NULL || ns[0] == '\0' || strlen(ns) > 64)
+        return allowed(req, P_ALL) ? SLUICE_EINVAL : SLUICE_EPHASE;
+    sl_store_t *st = kv_begin(req, key, klen, &rc);
+    if (st == NULL)
+        return rc;
+    return from_store(
+        sl_store_get(st, SL_STORE_KEYS, ns, key, klen, buf, cap, len, NULL));
+}
+
 /* ---- logging ---- */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
@@ -1196,6 +1211,7 @@ static const sluice_host_t host = {
     .metric_add = h_metric_add,
     .phase = h_phase,
     .instance_name = h_instance_name,
+    .keys_get = h_keys_get,
     .client_addr = h_client_addr,
     .attr_set = h_attr_set,
     .attr_get = h_attr_get,

@@ -508,6 +508,20 @@ struct sluice_host {
     int (*log_field_set)(sluice_req_t *req, const char *key,
                          const char *value);
 
+    /* -- the shared key database (since 1.1) ---------------------------
+     * Reads the gateway's KEYS database: the API-key records that `sluice
+     * keys` and the admin API write (plugins/auth/README.md has their
+     * layout), synced to disk on every commit. Read-only for plugins, and
+     * not namespaced per instance: an auth plugin sees the keys an
+     * operator manages without owning them. `ns` names the record kind
+     * ("apikey", "apikey-id"). Otherwise like kv_get: copies the value
+     * into buf (cap bytes), *len (may be NULL) gets its length;
+     * SLUICE_ETOOBIG when cap < *len, SLUICE_ENOTFOUND when absent,
+     * SLUICE_EUNAVAIL without a store. Phases: all. Test it with
+     * SLUICE_HOST_HAS(host, keys_get). */
+    int (*keys_get)(sluice_req_t *req, const char *ns, const void *key,
+                    size_t klen, void *buf, size_t cap, size_t *len);
+
     /* New entries go here, each with "since 1.N". */
 };
 

@@ -1,0 +1,34 @@
+/* API keys in the auth plugin: the hash a key is stored under and the
+ * check of its record (the layout is in README.md; `sluice keys` and the
+ * admin API write the records). */
+#ifndef AUTH_APIKEY_H
+#define AUTH_APIKEY_H
+
+#include <stddef.h>
+
+#define AUTH_KEY_PREFIX "sk-sl-"
+#define AUTH_KEY_NS "apikey" /* SHA-256 of the key -> its record */
+
+typedef enum {
+    AUTH_KEY_OK = 0,
+    AUTH_KEY_REVOKED,
+    AUTH_KEY_MODEL_DENIED, /* the key is restricted to other models */
+    AUTH_KEY_BAD_RECORD,   /* the store holds something unreadable */
+} auth_key_status_t;
+
+typedef struct {
+    char id[72];
+    char name[260];
+    long long rpm; /* -1: unset */
+    long long tpm;
+} auth_key_info_t;
+
+/* The SHA-256 of key[0..len): the lookup key in AUTH_KEY_NS. */
+void auth_key_hash(const char *key, size_t len, unsigned char out[32]);
+
+/* Checks record rec[0..len) for a request of `model` (NULL: no model
+ * named); fills info on AUTH_KEY_OK and AUTH_KEY_MODEL_DENIED. */
+auth_key_status_t auth_key_check(const char *rec, size_t len, const char *model,
+                                 auth_key_info_t *info);
+
+#endif

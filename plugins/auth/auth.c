@@ -1,0 +1,373 @@
+/* The bundled auth plugin: API keys (managed by `sluice keys` and the admin
+ * API, read from the gateway's KEYS database) and JWTs (HS256, RS256,
+ * ES256). It names the consumer for the plugins after it and the access
+ * log, and answers 401/403 in OpenAI's error shape. No credential is ever
+ * logged. README.md has the config schema. */
+#include "apikey.h"
+#include "jwt.h"
+
+#include <sluice/plugin.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+typedef struct {
+    const sluice_host_t *host;
+    int api_keys;
+    auth_jwt_t *jwt; /* NULL: JWTs are not accepted */
+} auth_t;
+
+static const sluice_config_field_t schema[] = {
+    {"api_keys", SLUICE_CFG_BOOL, "true", 0,
+     "accept API keys made by `sluice keys create` or POST /admin/keys"},
+    {"jwt_algorithms", SLUICE_CFG_STRING_LIST,
+     "[\"HS256\",\"RS256\",\"ES256\"]", 0,
+     "the JWT algorithms accepted (of HS256, RS256, ES256)"},
+    {"jwt_secret_env", SLUICE_CFG_STRING, NULL, 0,
+     "environment variable holding the HS256 secret (32 bytes or more)"},
+    {"jwt_public_keys", SLUICE_CFG_STRING_LIST, "[]", 0,
+     "PEM public key files (RSA for RS256, EC P-256 for ES256)"},
+    {"jwks_file", SLUICE_CFG_STRING, NULL, 0,
+     "a JWKS file (RSA, EC P-256 and oct keys, chosen by kid)"},
+    {"jwt_issuer", SLUICE_CFG_STRING, NULL, 0,
+     "when set, the iss claim must equal it"},
+    {"jwt_audience", SLUICE_CFG_STRING_LIST, "[]", 0,
+     "when not empty, the aud claim must hold one of these"},
+    {"jwt_leeway_s", SLUICE_CFG_INT, "30", 0,
+     "seconds of clock skew tolerated for exp and nbf"},
+    {"consumer_claim", SLUICE_CFG_STRING, "sub", 0,
+     "the JWT claim that names the consumer"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+/* ---- create ---- */
+
+static char *
+read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf != NULL) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap || cap >= (1u << 20))
+            break;
+        char *b = realloc(buf, cap * 2);
+        if (b == NULL) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = b;
+        cap *= 2;
+    }
+    fclose(f);
+    if (buf != NULL && n >= cap) {
+        free(buf); /* over 1 MiB: not a key file */
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static int
+setup_jwt(const sluice_host_t *h, const sluice_config_t *cfg, auth_t *a,
+          char *err, size_t errlen) {
+    size_t n = 0;
+    unsigned algs = 0;
+    const char *s;
+    h->config_list_count(cfg, "jwt_algorithms", &n);
+    for (size_t i = 0; i < n; i++) {
+        h->config_list_item(cfg, "jwt_algorithms", i, &s);
+        if (strcmp(s, "HS256") == 0)
+            algs |= AUTH_ALG_HS256;
+        else if (strcmp(s, "RS256") == 0)
+            algs |= AUTH_ALG_RS256;
+        else if (strcmp(s, "ES256") == 0)
+            algs |= AUTH_ALG_ES256;
+        else {
+            snprintf(err, errlen,
+                     "jwt_algorithms: '%.32s' is not one of HS256, RS256, "
+                     "ES256",
+                     s);
+            return SLUICE_EINVAL;
+        }
+    }
+    int64_t leeway = 30;
+    const char *claim = "sub";
+    h->config_int(cfg, "jwt_leeway_s", &leeway);
+    h->config_string(cfg, "consumer_claim", &claim);
+    if (leeway < 0 || leeway > 86400) {
+        snprintf(err, errlen, "jwt_leeway_s must be 0..86400");
+        return SLUICE_EINVAL;
+    }
+    a->jwt = auth_jwt_new(algs, leeway, claim);
+    if (a->jwt == NULL)
+        return SLUICE_ENOMEM;
+    char why[200] = "";
+    if (h->config_string(cfg, "jwt_secret_env", &s) == SLUICE_OK) {
+        const char *secret = getenv(s);
+        if (secret == NULL || secret[0] == '\0') {
+            snprintf(err, errlen, "jwt_secret_env: $%.64s is not set", s);
+            return SLUICE_EINVAL;
+        }
+        if (auth_jwt_add_secret(a->jwt, NULL, secret, strlen(secret), why,
+                                sizeof(why)) != 0) {
+            snprintf(err, errlen, "jwt_secret_env: %s", why);
+            return SLUICE_EINVAL;
+        }
+    }
+    n = 0;
+    h->config_list_count(cfg, "jwt_public_keys", &n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        h->config_list_item(cfg, "jwt_public_keys", i, &s);
+        char *pem = read_file(s, &len);
+        int rc = pem != NULL ? auth_jwt_add_pem(a->jwt, NULL, pem, len, why,
+                                                sizeof(why))
+                             : -1;
+        free(pem);
+        if (rc != 0) {
+            snprintf(err, errlen, "jwt_public_keys: %.200s: %s", s,
+                     pem != NULL ? why : "cannot read the file");
+            return SLUICE_EINVAL;
+        }
+    }
+    if (h->config_string(cfg, "jwks_file", &s) == SLUICE_OK) {
+        size_t len = 0;
+        char *doc = read_file(s, &len);
+        int rc = doc != NULL
+                     ? auth_jwt_add_jwks(a->jwt, doc, len, why, sizeof(why))
+                     : -1;
+        free(doc);
+        if (rc != 0) {
+            snprintf(err, errlen, "jwks_file: %.200s: %s", s,
+                     doc != NULL ? why : "cannot read the file");
+            return SLUICE_EINVAL;
+        }
+    }
+    if (h->config_string(cfg, "jwt_issuer", &s) == SLUICE_OK &&
+        auth_jwt_set_issuer(a->jwt, s) != 0)
+        return SLUICE_ENOMEM;
+    n = 0;
+    h->config_list_count(cfg, "jwt_audience", &n);
+    for (size_t i = 0; i < n; i++) {
+        h->config_list_item(cfg, "jwt_audience", i, &s);
+        if (auth_jwt_add_audience(a->jwt, s) != 0)
+            return SLUICE_ENOMEM;
+    }
+    if (auth_jwt_key_count(a->jwt) == 0) {
+        auth_jwt_free(a->jwt); /* no JWT keys configured: keys only */
+        a->jwt = NULL;
+    }
+    return SLUICE_OK;
+}
+
+static int
+create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
+       void **instance, char *err, size_t errlen) {
+    (void)ctx;
+    auth_t *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return SLUICE_ENOMEM;
+    a->host = h;
+    h->config_bool(cfg, "api_keys", &a->api_keys);
+    if (a->api_keys && !SLUICE_HOST_HAS(h, keys_get)) {
+        snprintf(err, errlen,
+                 "api_keys needs a gateway with plugin ABI 1.1 "
+                 "(keys_get)");
+        free(a);
+        return SLUICE_EINVAL;
+    }
+    int rc = setup_jwt(h, cfg, a, err, errlen);
+    if (rc == SLUICE_OK && !a->api_keys && a->jwt == NULL) {
+        snprintf(err, errlen,
+                 "nothing to accept: api_keys is false and no "
+                 "JWT key is configured");
+        rc = SLUICE_EINVAL;
+    }
+    if (rc != SLUICE_OK) {
+        if (err[0] == '\0')
+            snprintf(err, errlen, "out of memory");
+        auth_jwt_free(a->jwt);
+        free(a);
+        return rc;
+    }
+    *instance = a;
+    return SLUICE_OK;
+}
+
+static void
+destroy(void *instance) {
+    auth_t *a = instance;
+    if (a != NULL)
+        auth_jwt_free(a->jwt);
+    free(a);
+}
+
+/* ---- requests ---- */
+
+static sluice_verdict_t
+refuse(const auth_t *a, sluice_req_t *req, int status, const char *type,
+       const char *code, const char *message) {
+    char body[512];
+    int n = snprintf(body, sizeof(body),
+                     "{\"error\":{\"message\":\"%s\",\"type\":\"%s\","
+                     "\"code\":\"%s\"}}",
+                     message, type, code);
+    char labels[96];
+    snprintf(labels, sizeof(labels), "code=\"%s\"", code);
+    a->host->metric_add(req, "auth_rejected_total", labels, 1);
+    if (status == 401)
+        a->host->response_header_set(req, "WWW-Authenticate", "Bearer");
+    if (n < 0 || a->host->respond(req, status, body, (size_t)n) != SLUICE_OK)
+        return SLUICE_ERROR;
+    return SLUICE_RESPOND;
+}
+
+/* The credential: "Authorization: Bearer X" first, else "x-api-key: X".
+ * 0 when there is none. */
+static int
+credential(const auth_t *a, sluice_req_t *req, const char **tok, size_t *len) {
+    const char *v;
+    size_t n;
+    if (a->host->request_header(req, "authorization", &v, &n) == SLUICE_OK &&
+        n > 7 && strncasecmp(v, "Bearer ", 7) == 0) {
+        v += 7;
+        n -= 7;
+    } else if (a->host->request_header(req, "x-api-key", &v, &n) != SLUICE_OK)
+        return 0;
+    while (n > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        n--;
+    }
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    *tok = v;
+    *len = n;
+    return n > 0;
+}
+
+static sluice_verdict_t
+with_api_key(const auth_t *a, sluice_req_t *req, const char *tok, size_t len) {
+    const sluice_host_t *h = a->host;
+    unsigned char hash[32];
+    char small[1024], *rec = small;
+    size_t rlen = 0;
+    /* Looked up by hash: timing can only tell about the hash, never the
+     * key, and no key is ever compared byte by byte. */
+    auth_key_hash(tok, len, hash);
+    int rc = h->keys_get(req, AUTH_KEY_NS, hash, sizeof(hash), small,
+                         sizeof(small), &rlen);
+    if (rc == SLUICE_ETOOBIG) {
+        rec = h->alloc(req, rlen);
+        rc = rec != NULL ? h->keys_get(req, AUTH_KEY_NS, hash, sizeof(hash),
+                                       rec, rlen, &rlen)
+                         : SLUICE_ENOMEM;
+    }
+    if (rc == SLUICE_ENOTFOUND)
+        return refuse(a, req, 401, "invalid_request_error", "invalid_api_key",
+                      "Invalid or revoked API key.");
+    if (rc != SLUICE_OK) {
+        h->log(req, SLUICE_LOG_ERROR, "cannot read the key store (%d)", rc);
+        return refuse(a, req, 503, "server_error", "store_unavailable",
+                      "The key store is unavailable; try again.");
+    }
+    const char *model = NULL;
+    if (h->model(req, &model) != SLUICE_OK)
+        model = NULL;
+    auth_key_info_t info;
+    switch (auth_key_check(rec, rlen, model, &info)) {
+    case AUTH_KEY_OK: break;
+    case AUTH_KEY_REVOKED:
+        return refuse(a, req, 401, "invalid_request_error", "invalid_api_key",
+                      "Invalid or revoked API key.");
+    case AUTH_KEY_MODEL_DENIED:
+        h->consumer_set(req, info.name); /* the log says who tried */
+        return refuse(a, req, 403, "permission_error", "model_not_allowed",
+                      "This API key is not allowed to use this model.");
+    default:
+        h->log(req, SLUICE_LOG_ERROR, "an unreadable key record");
+        return SLUICE_ERROR;
+    }
+    if (h->consumer_set(req, info.name) != SLUICE_OK)
+        return SLUICE_ERROR;
+    /* The key's own limits, for a rate-limit plugin later on the route
+     * (plugins/ratelimit reads these attributes). */
+    if (SLUICE_HOST_HAS(h, attr_set)) {
+        char v[24];
+        if (info.rpm >= 0) {
+            snprintf(v, sizeof(v), "%lld", info.rpm);
+            h->attr_set(req, "ratelimit.rpm", v);
+        }
+        if (info.tpm >= 0) {
+            snprintf(v, sizeof(v), "%lld", info.tpm);
+            h->attr_set(req, "ratelimit.tpm", v);
+        }
+        h->attr_set(req, "auth.key_id", info.id);
+    }
+    return SLUICE_CONTINUE;
+}
+
+static int
+looks_like_jwt(const char *tok, size_t len) {
+    size_t dots = 0;
+    for (size_t i = 0; i < len; i++)
+        dots += tok[i] == '.';
+    return dots == 2 && len > 4 && tok[0] == 'e' && tok[1] == 'y';
+}
+
+static sluice_verdict_t
+with_jwt(const auth_t *a, sluice_req_t *req, const char *tok, size_t len) {
+    char consumer[257];
+    auth_jwt_status_t st = auth_jwt_verify(
+        a->jwt, tok, len, (long long)time(NULL), consumer, sizeof(consumer));
+    if (st != AUTH_JWT_OK) {
+        char msg[128];
+        /* The reason is ours (jwt.c's fixed texts), never the token's. */
+        snprintf(msg, sizeof(msg), "Invalid token: %s.",
+                 auth_jwt_status_text(st));
+        return refuse(a, req, 401, "invalid_request_error", "invalid_token",
+                      msg);
+    }
+    if (a->host->consumer_set(req, consumer) != SLUICE_OK)
+        return refuse(a, req, 401, "invalid_request_error", "invalid_token",
+                      "Invalid token: the token names no usable consumer.");
+    return SLUICE_CONTINUE;
+}
+
+static sluice_verdict_t
+on_request(void *instance, sluice_req_t *req) {
+    const auth_t *a = instance;
+    const char *tok;
+    size_t len;
+    if (!credential(a, req, &tok, &len))
+        return refuse(a, req, 401, "invalid_request_error", "missing_api_key",
+                      "Missing credentials: send 'Authorization: Bearer "
+                      "KEY' or 'x-api-key: KEY'.");
+    if (a->api_keys && len > sizeof(AUTH_KEY_PREFIX) - 1 &&
+        memcmp(tok, AUTH_KEY_PREFIX, sizeof(AUTH_KEY_PREFIX) - 1) == 0)
+        return with_api_key(a, req, tok, len);
+    if (a->jwt != NULL && looks_like_jwt(tok, len))
+        return with_jwt(a, req, tok, len);
+    return refuse(a, req, 401, "invalid_request_error",
+                  a->api_keys ? "invalid_api_key" : "invalid_token",
+                  a->api_keys ? "Invalid or revoked API key."
+                              : "Invalid token: the token is malformed.");
+}
+
+SLUICE_PLUGIN_EXPORT const sluice_plugin_t sluice_plugin = {
+    SLUICE_PLUGIN_HEADER,
+    .name = "auth",
+    .version = "1.0.0",
+    .description = "API keys and JWTs: names the consumer, refuses the rest",
+    .config_schema = schema,
+    .fail_open = 0,
+    .create = create,
+    .destroy = destroy,
+    .on_request = on_request,
+};
