@@ -153,6 +153,17 @@ sl_accesslog_write(sl_accesslog_t *l, const sl_request_t *r)
                           latency, (double)r->upstream_us / 1000.0);
     n = put_num(line, cap, n, "prompt_tokens", r->prompt_tokens);
     n = put_num(line, cap, n, "completion_tokens", r->completion_tokens);
+    n = put_num(line, cap, n, "cached_tokens", r->cached_tokens);
+    n = put_num(line, cap, n, "reasoning_tokens", r->reasoning_tokens);
+    if (r->cost_micros >= 0)
+        n += (size_t)snprintf(n < cap ? line + n : NULL,
+                              n < cap ? cap - n : 0,
+                              ",\"cost\":%lld.%06lld",
+                              (long long)(r->cost_micros / 1000000),
+                              (long long)(r->cost_micros % 1000000));
+    else
+        n += (size_t)snprintf(n < cap ? line + n : NULL,
+                              n < cap ? cap - n : 0, ",\"cost\":null");
     n = put_num(line, cap, n, "bytes_in", (long)r->bytes_in);
     n = put_num(line, cap, n, "bytes_out", (long)r->bytes_out);
     n = put_str(line, cap, n, "error", r->error_code);

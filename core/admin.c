@@ -7,6 +7,7 @@
 #include "error.h"
 #include "metrics.h"
 #include "admin_logs.h"
+#include "usage.h"
 #include "worker.h"
 
 #include <cjson/cJSON.h>
@@ -253,8 +254,13 @@ sl_admin_handle(sl_request_t *r)
         get_providers(r);
     else if (sl_admin_logs(r))
         ; /* /admin/logs, /admin/logs/export */
+    else if (IS("/admin/usage") && get)
+        sl_usage_admin_usage(r);
+    else if (IS("/admin/budgets") && get)
+        sl_usage_admin_budgets(r);
     else if (IS("/admin/config") || IS("/admin/reload") ||
-             IS("/admin/providers"))
+             IS("/admin/providers") || IS("/admin/usage") ||
+             IS("/admin/budgets"))
         sl_response_error(r, 405, "method not allowed for this path",
                           "method_not_allowed");
     else

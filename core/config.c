@@ -15,6 +15,7 @@
 
 #include "balancer.h"
 #include "error.h"
+#include "pricing.h"
 
 #define POS_MAX 2147483647L /* upper bound for "positive integer" fields */
 
@@ -1248,13 +1249,30 @@ load_admin(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
         cfg->admin_token = cfg_strdup(c, tok);
 }
 
+/* $.pricing and $.budgets: pricing.c validates them; its errors are
+ * ours. */
+static void
+load_usage(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
+    sl_config_errors_t e = {0};
+    int rc = sl_usage_conf_load(member(root, "pricing"),
+                                member(root, "budgets"), &cfg->usage, &e);
+    size_t n = e.count;
+    for (size_t i = 0; i < n; i++)
+        cfg_err(c, e.items[i].path, "%s", e.items[i].message);
+    sl_config_errors_free(&e);
+    if (rc == SL_ENOMEM)
+        cfg_oom(c);
+    else if (rc != 0 && n == 0)
+        cfg_err(c, "$.pricing", "invalid");
+}
+
 static void
 load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
     static const char *const keys[] = {
         "listen",  "workers",   "data_dir",   "admin",
         "plugins", "providers", "models",     "allow_direct_models",
         "routes",  "limits",    "access_log", "plugin_dir", "store",
-        "request_log", NULL};
+        "request_log", "pricing", "budgets", NULL};
     const cJSON *v;
     long workers = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -1299,6 +1317,7 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
 
     if (dup_string(c, root, "$", "access_log", 0, &cfg->access_log) == 0)
         cfg->access_log = cfg_strdup(c, "stderr");
+    load_usage(c, cfg, root);
 }
 
 /* ---- entry points ---- */
@@ -1488,6 +1507,7 @@ sl_config_free(sl_config_t *cfg) {
     free(cfg->admin_token_env);
     free(cfg->admin_token);
     free(cfg->source);
+    sl_usage_conf_free(cfg->usage);
     free(cfg);
 }
 

@@ -161,6 +161,8 @@ typedef struct sl_config {
     int reqlog_capture_bodies;     /* false */
     long reqlog_max_body_bytes;    /* per captured body; 16384 */
     long reqlog_sweep_interval_ms; /* retention sweep period; 10000 */
+    /* "pricing" and "budgets" (core/pricing.h); never NULL once loaded. */
+    struct sl_usage_conf *usage;
 } sl_config_t;
 
 /* One validation error: the JSON path ("$.providers.openai.base_url") and

@@ -13,6 +13,7 @@
 #include "pipeline.h"
 #include "metrics.h"
 #include "requestlog.h"
+#include "usage.h"
 
 #include <errno.h>
 #include <openssl/err.h>
@@ -31,10 +32,12 @@ enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY };
 
 static void conn_process(sl_conn_t *c);
 
-/* The end of every request, answered or abandoned: log line and metrics. */
+/* The end of every request, answered or abandoned: cost, budget and
+ * ledger, log line and metrics. */
 static void
-request_log(sl_worker_t *w, const sl_request_t *r)
+request_log(sl_worker_t *w, sl_request_t *r)
 {
+    sl_usage_request_done(w, r);
     sl_accesslog_write(w->log, r);
     sl_metrics_request_done(w->metrics, r);
     if (!w->admin)
@@ -472,6 +475,8 @@ request_new(sl_conn_t *c)
         return NULL;
     sl_snapshot_hold(r->snap, c->w->id);
     r->prompt_tokens = r->completion_tokens = r->total_tokens = -1;
+    r->cached_tokens = r->reasoning_tokens = -1;
+    r->cost_micros = -1;
     if (c->ssl != NULL && c->tls_peer == NULL && SSL_is_init_finished(c->ssl))
         c->tls_peer = sl_tls_peer_name(c->ssl);
     /* A verified client certificate names the consumer; an auth plugin may

@@ -1,4 +1,5 @@
 /* sluice: run the gateway, or check a config. */
+#include "cli_usage.h"
 #include "config.h"
 #include "error.h"
 #include "keys_cli.h"
@@ -31,6 +32,10 @@ usage(FILE *f)
             "       sluice keys revoke ID -c FILE\n"
             "                                manage API keys (shown once, "
             "stored hashed)\n"
+            "       sluice usage -c FILE [--consumer C] [--model M] [--from T]\n"
+            "                    [--to T] [--group-by hour|day|consumer|model]\n"
+            "                                print the usage ledger as a "
+            "table\n"
             "       sluice --version | --help\n"
             "\n"
             "FILE is the JSON configuration (see docs/configuration.md).\n"
@@ -62,6 +67,8 @@ main(int argc, char **argv)
     }
     if (strcmp(cmd, "keys") == 0)
         return sl_keys_main(argc - i, argv + i);
+    if (strcmp(cmd, "usage") == 0)
+        return sl_cli_usage(argc - 1, argv + 1);
     if (strcmp(cmd, "plugins") == 0) {
         if (i + 1 >= argc || strcmp(argv[i], "describe") != 0) {
             fprintf(stderr, "sluice: usage: sluice plugins describe NAME "

@@ -53,6 +53,8 @@ static const struct {
      "Streams: from the request to the first event sent.", 1},
     {"sluice_gateway_overhead_seconds",
      "Time spent in the gateway itself (total minus upstream).", 1},
+    {"sluice_cost_usd_total", "Cost of answered requests in US dollars, "
+                              "from the config's pricing table.", 0},
 };
 
 /* Tables are sized once: a scrape may read a table while its worker
@@ -233,15 +235,24 @@ sl_metrics_request_done(sl_metrics_t *m, const sl_request_t *r)
     if (r->streaming && r->t_first_byte > r->t_start)
         sl_metrics_observe(m, SL_M_TTFT_SECONDS, labels,
                            (double)(r->t_first_byte - r->t_start) / 1e6);
-    static const char *const kinds[] = {"prompt", "completion"};
-    long counts[] = {r->prompt_tokens, r->completion_tokens};
-    for (int i = 0; i < 2; i++)
+    /* cached is part of prompt and reasoning part of completion: a sum
+     * over every kind counts them twice. */
+    static const char *const kinds[] = {"prompt", "completion", "cached",
+                                        "reasoning"};
+    long counts[] = {r->prompt_tokens, r->completion_tokens,
+                     r->cached_tokens, r->reasoning_tokens};
+    for (int i = 0; i < 4; i++)
         if (counts[i] > 0) {
             snprintf(labels, sizeof(labels),
                      "model=\"%s\",provider=\"%s\",kind=\"%s\"", model,
                      provider, kinds[i]);
             sl_metrics_add(m, SL_M_TOKENS, labels, (uint64_t)counts[i]);
         }
+    if (r->cost_micros > 0) {
+        snprintf(labels, sizeof(labels), "model=\"%s\",provider=\"%s\"",
+                 model, provider);
+        sl_metrics_add(m, SL_M_COST, labels, (uint64_t)r->cost_micros);
+    }
     if (r->attempts > 1) {
         snprintf(labels, sizeof(labels), "model=\"%s\"", model);
         sl_metrics_add(m, SL_M_ATTEMPTS, labels, (uint64_t)r->attempts - 1);
@@ -310,6 +321,12 @@ render_family(sl_out_t *o, sl_server_t *srv, int f)
                 for (int k = 0; k < SL_M_BUCKETS; k++)
                     b[k] += atomic_load_explicit(&x->buckets[k],
                                                  memory_order_relaxed);
+            }
+            if (f == SL_M_COST) {
+                outf(o, "%s{%s} %llu.%06llu\n", families[f].name, l,
+                     (unsigned long long)(value / 1000000),
+                     (unsigned long long)(value % 1000000));
+                continue;
             }
             if (!families[f].histogram) {
                 outf(o, "%s{%s} %llu\n", families[f].name, l,

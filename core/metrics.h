@@ -20,6 +20,8 @@ typedef enum {
     SL_M_UPSTREAM_SECONDS,   /* histogram {provider} */
     SL_M_TTFT_SECONDS,       /* histogram {provider}: streams */
     SL_M_OVERHEAD_SECONDS,   /* histogram {route} */
+    SL_M_COST,               /* counter {model,provider}: micro-dollars,
+                                shown in dollars */
     SL_M_NFAMILIES
 } sl_metric_family_t;
 

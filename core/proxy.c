@@ -1,6 +1,7 @@
 /* Model endpoints. The body is decoded once (cJSON), validated, and the
  * target chosen; everything provider-specific lives in providers/. */
 #include "proxy.h"
+#include "budget.h"
 #include "error.h"
 #include "pipeline.h"
 #include "providers/provider.h"
@@ -35,6 +36,15 @@ sl_call_take_usage(sl_call_t *k, const cJSON *usage)
         r->completion_tokens = (long)c->valuedouble;
     if (cJSON_IsNumber(t))
         r->total_tokens = (long)t->valuedouble;
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(usage,
+                                                      "prompt_tokens_details");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(d, "cached_tokens");
+    if (cJSON_IsNumber(n))
+        r->cached_tokens = (long)n->valuedouble;
+    d = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens_details");
+    n = cJSON_GetObjectItemCaseSensitive(d, "reasoning_tokens");
+    if (cJSON_IsNumber(n))
+        r->reasoning_tokens = (long)n->valuedouble;
 }
 
 const char *
@@ -490,7 +500,8 @@ void
 sl_proxy_chat(sl_request_t *r)
 {
     sl_call_t *k = call_new(r, SL_CALL_CHAT);
-    if (k != NULL && sl_pipeline_request(r, k) == 0)
+    if (k != NULL && sl_pipeline_request(r, k) == 0 &&
+        sl_budget_admit(r, k) == 0)
         attempt(k);
 }
 
@@ -498,6 +509,7 @@ void
 sl_proxy_embeddings(sl_request_t *r)
 {
     sl_call_t *k = call_new(r, SL_CALL_EMBEDDINGS);
-    if (k != NULL && sl_pipeline_request(r, k) == 0)
+    if (k != NULL && sl_pipeline_request(r, k) == 0 &&
+        sl_budget_admit(r, k) == 0)
         attempt(k);
 }

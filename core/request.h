@@ -57,6 +57,12 @@ struct sl_request {
     const char *provider;     /* the provider that served */
     const char *target_model; /* the provider's model name */
     long prompt_tokens, completion_tokens, total_tokens; /* -1 unknown */
+    /* Parts of prompt_tokens read from a provider's cache and of
+     * completion_tokens spent reasoning, as the provider reported them
+     * (prompt/completion_tokens_details); -1 unknown. */
+    long cached_tokens, reasoning_tokens;
+    int64_t cost_micros; /* set in the log phase; -1 when not priced */
+    struct sl_budget_hold *budget; /* a budget reservation; NULL if none */
     size_t bytes_in, bytes_out;
     int attempts; /* upstream attempts, retries and fallbacks included */
     const char *error_code;

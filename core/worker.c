@@ -3,6 +3,7 @@
 #include "accesslog.h"
 #include "conn.h"
 #include "error.h"
+#include "ledger.h"
 #include "metrics.h"
 #include "tls.h"
 #include "upstream.h"
@@ -220,6 +221,7 @@ sl_worker_free(sl_worker_t *w)
     if (w->upstream != NULL)
         sl_upstream_destroy(w->upstream);
     sl_metrics_free(w->metrics);
+    sl_ledger_free(w->ledger); /* its last sums go to the store */
     if (w->notify_ev != NULL)
         event_free(w->notify_ev);
     if (w->drain_timer != NULL)

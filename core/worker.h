@@ -45,6 +45,7 @@ typedef struct sl_worker {
     struct sl_upstream *upstream;
     struct sl_accesslog *log;
     struct sl_metrics *metrics; /* written by this worker only */
+    struct sl_ledger *ledger;   /* usage sums; made on first use */
     struct sl_conn *conns; /* every open connection */
     long nconns, max_conns;
     int draining;
