@@ -511,6 +511,11 @@ on_chunk(void *instance, sluice_req_t *req) {
         h->log(req, SLUICE_LOG_WARN, "unreadable stream event (%d)", rc);
         return SLUICE_ERROR;
     }
+    /* Most events hold no '<' and nothing waits: they go as they are,
+     * without a copy (request memory lives as long as the stream). */
+    if (!in->scan_response && st->st.pending.n == 0 &&
+        memchr(text, '<', len) == NULL)
+        return SLUICE_CONTINUE;
     if (pii_stream_feed(&st->st, map, in->scan_response ? &in->dets : NULL,
                         (int)in->response_mode, text, len, 0, &out,
                         &mem.a) != 0)
