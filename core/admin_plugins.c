@@ -17,8 +17,7 @@
 #include <string.h>
 
 static void
-send_json(sl_request_t *r, int status, cJSON *j)
-{
+send_json(sl_request_t *r, int status, cJSON *j) {
     char *out = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     char *body = out ? sl_arena_strndup(r->arena, out, strlen(out)) : NULL;
@@ -31,8 +30,7 @@ send_json(sl_request_t *r, int status, cJSON *j)
 }
 
 static const char *
-hook_name(unsigned bit)
-{
+hook_name(unsigned bit) {
     switch (bit) {
     case SL_HOOK_REQUEST: return "on_request";
     case SL_HOOK_RESPONSE: return "on_response";
@@ -42,16 +40,14 @@ hook_name(unsigned bit)
 }
 
 static cJSON *
-describe(const sl_config_t *cfg, const sl_plugins_t *ps, size_t i)
-{
+describe(const sl_config_t *cfg, const sl_plugins_t *ps, size_t i) {
     const sl_plugin_inst_t *in = &ps->insts[i];
     cJSON *o = cJSON_CreateObject();
     char abi[32];
     cJSON_AddStringToObject(o, "name", in->name);
     cJSON_AddStringToObject(o, "plugin", in->desc.name ? in->desc.name : "");
-    cJSON_AddStringToObject(o, "path", cfg->plugins[i].file
-                                           ? cfg->plugins[i].file
-                                           : "");
+    cJSON_AddStringToObject(o, "path",
+                            cfg->plugins[i].file ? cfg->plugins[i].file : "");
     cJSON_AddStringToObject(o, "version",
                             in->desc.version ? in->desc.version : "");
     snprintf(abi, sizeof(abi), "%u.%u", (unsigned)in->desc.abi_major,
@@ -66,8 +62,8 @@ describe(const sl_config_t *cfg, const sl_plugins_t *ps, size_t i)
             cJSON_AddItemToArray(hooks, cJSON_CreateString(hook_name(b)));
     /* The effective config (defaults filled in), secrets redacted the way
      * GET /admin/config redacts them. */
-    char *red = sl_admin_redacted_config(in->config.text ? in->config.text
-                                                         : "{}");
+    char *red =
+        sl_admin_redacted_config(in->config.text ? in->config.text : "{}");
     cJSON *conf = red ? cJSON_Parse(red) : NULL;
     free(red);
     cJSON_AddItemToObject(o, "config", conf ? conf : cJSON_CreateObject());
@@ -85,8 +81,7 @@ describe(const sl_config_t *cfg, const sl_plugins_t *ps, size_t i)
 }
 
 static void
-get_plugins(sl_request_t *r)
-{
+get_plugins(sl_request_t *r) {
     const sl_snapshot_t *s = atomic_load(&r->w->srv->current);
     const sl_plugins_t *ps = s->plugins;
     cJSON *j = cJSON_CreateObject();
@@ -99,8 +94,7 @@ get_plugins(sl_request_t *r)
 
 static void
 bad_request(sl_request_t *r, const char *path, const char *msg,
-            const sl_config_errors_t *errs)
-{
+            const sl_config_errors_t *errs) {
     cJSON *j = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(j, "error");
     char text[1024];
@@ -132,8 +126,7 @@ bad_request(sl_request_t *r, const char *path, const char *msg,
 /* The running config's text with $.plugins.NAME.config replaced by conf
  * (taken); malloc'd, NULL on OOM. */
 static char *
-edited_source(const sl_config_t *cfg, const char *name, cJSON *conf)
-{
+edited_source(const sl_config_t *cfg, const char *name, cJSON *conf) {
     cJSON *root = cJSON_Parse(cfg->source ? cfg->source : "{}");
     cJSON *entry = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(root, "plugins"), name);
@@ -152,8 +145,7 @@ edited_source(const sl_config_t *cfg, const char *name, cJSON *conf)
 }
 
 static void
-put_plugin(sl_request_t *r, const char *name)
-{
+put_plugin(sl_request_t *r, const char *name) {
     sl_server_t *srv = r->w->srv;
     const sl_snapshot_t *cur = atomic_load(&srv->current);
     const sl_config_t *cfg = cur->cfg;
@@ -167,14 +159,15 @@ put_plugin(sl_request_t *r, const char *name)
     }
     char path[256];
     sl_config_path_key(path, sizeof(path), "$.plugins", name);
-    cJSON *body = cJSON_ParseWithLength(r->body ? r->body : "",
-                                        r->body_len);
+    cJSON *body = cJSON_ParseWithLength(r->body ? r->body : "", r->body_len);
     cJSON *conf = cJSON_DetachItemFromObjectCaseSensitive(body, "config");
     if (!cJSON_IsObject(body) || !cJSON_IsObject(conf)) {
         cJSON_Delete(body);
         cJSON_Delete(conf);
-        bad_request(r, "$", "the body must be a JSON object "
-                            "{\"config\": {...}}", NULL);
+        bad_request(r, "$",
+                    "the body must be a JSON object "
+                    "{\"config\": {...}}",
+                    NULL);
         return;
     }
     cJSON_Delete(body);
@@ -205,8 +198,9 @@ put_plugin(sl_request_t *r, const char *name)
         return;
     }
     sl_config_errors_free(&errs);
-    fprintf(stderr, "sluice: plugin %s: new config applied (generation "
-                    "%llu)\n",
+    fprintf(stderr,
+            "sluice: plugin %s: new config applied (generation "
+            "%llu)\n",
             name, (unsigned long long)srv->generation);
     const sl_snapshot_t *now = atomic_load(&srv->current);
     const sl_plugins_t *ps = now->plugins;
@@ -220,8 +214,7 @@ put_plugin(sl_request_t *r, const char *name)
 }
 
 int
-sl_admin_plugins(sl_request_t *r)
-{
+sl_admin_plugins(sl_request_t *r) {
     static const char prefix[] = "/admin/plugins";
     const size_t plen = sizeof(prefix) - 1;
     const char *p = r->http.path;

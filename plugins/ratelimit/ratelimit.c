@@ -219,8 +219,9 @@ create(const sluice_host_t *host, sluice_req_t *ctx,
        size_t errlen) {
     (void)ctx;
     if (!SLUICE_HOST_HAS(host, usage)) {
-        snprintf(err, errlen, "needs Sluice plugin ABI 1.1 (this gateway "
-                              "has %u.%u)",
+        snprintf(err, errlen,
+                 "needs Sluice plugin ABI 1.1 (this gateway "
+                 "has %u.%u)",
                  (unsigned)host->abi_major, (unsigned)host->abi_minor);
         return SLUICE_EINVAL;
     }
@@ -351,10 +352,9 @@ refuse(const rl_t *rl, sluice_req_t *req, int reset, const char *what,
                      "{\"error\":{\"message\":\"%s\",\"type\":"
                      "\"rate_limit_error\",\"code\":\"rate_limit_exceeded\"}}",
                      msg);
-    rl->host->metric_add(req, "sluice_ratelimit_rejected_total",
-                         what[0] == 'r' ? "limit=\"requests\""
-                                        : "limit=\"tokens\"",
-                         1);
+    rl->host->metric_add(
+        req, "sluice_ratelimit_rejected_total",
+        what[0] == 'r' ? "limit=\"requests\"" : "limit=\"tokens\"", 1);
     if (rl->host->respond(req, 429, body, (size_t)n) != SLUICE_OK)
         return SLUICE_ERROR;
     return SLUICE_RESPOND;
@@ -457,14 +457,14 @@ on_request(void *instance, sluice_req_t *req) {
         rl_check_t *k = &checks[i];
         if (k->rpm > 0) {
             uint64_t u = refused ? rl_count(&k->b->reqs, win) : rused[i];
-            if (best_r < 0 || (int64_t)(k->rpm - (int64_t)u) <
-                                  best_r - (int64_t)br_used)
+            if (best_r < 0 ||
+                (int64_t)(k->rpm - (int64_t)u) < best_r - (int64_t)br_used)
                 best_r = k->rpm, br_used = u;
         }
         if (k->tpm > 0) {
             uint64_t u = refused ? rl_count(&k->b->toks, win) : tused[i];
-            if (best_t < 0 || (int64_t)(k->tpm - (int64_t)u) <
-                                  best_t - (int64_t)bt_used)
+            if (best_t < 0 ||
+                (int64_t)(k->tpm - (int64_t)u) < best_t - (int64_t)bt_used)
                 best_t = k->tpm, bt_used = u;
         }
     }

@@ -92,9 +92,8 @@ on_chunk(void *instance, sluice_req_t *req) {
     for (size_t i = 0; i < len; i++)
         out[i] = (char)(SWAP_VERSION == 1 ? tolower((unsigned char)t[i])
                                           : toupper((unsigned char)t[i]));
-    return s->host->delta_set_text(req, out, len) == SLUICE_OK
-               ? SLUICE_CONTINUE
-               : SLUICE_ERROR;
+    return s->host->delta_set_text(req, out, len) == SLUICE_OK ? SLUICE_CONTINUE
+                                                               : SLUICE_ERROR;
 }
 
 SLUICE_PLUGIN_EXPORT const sluice_plugin_t sluice_plugin = {
