@@ -383,10 +383,14 @@ conv_save(const pii_inst_t *in, sluice_req_t *req, pii_req_t *st,
     if (st->map.n == st->loaded ||
         conv_key(in, req, key, sizeof(key), &klen) != 0)
         return;
-    if (pii_map_encode(&st->map, &b, a) != 0 ||
-        in->host->kv_set(req, key, klen, b.p, b.n, in->conv_ttl_ms) !=
-            SLUICE_OK)
-        in->host->log(req, SLUICE_LOG_WARN, "conversation map not saved");
+    int rc = pii_map_encode(&st->map, &b, a) != 0
+                 ? SLUICE_ENOMEM
+                 : in->host->kv_set(req, key, klen, b.p, b.n, in->conv_ttl_ms);
+    /* Without a store the map lives one request, as documented: not a
+     * warning on every request. */
+    if (rc != SLUICE_OK && rc != SLUICE_EUNAVAIL)
+        in->host->log(req, SLUICE_LOG_WARN, "conversation map not saved (%d)",
+                      rc);
 }
 
 /* ---- hooks ---- */
