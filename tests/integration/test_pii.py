@@ -48,7 +48,9 @@ def pii_config(config=None, extra_models=None, providers=None):
     cfg = {
         "plugin_dir": PLUGIN_DIR,
         "plugins": {"pii": {"path": "pii.so", "config": config or {}}},
-        "routes": [{"path": CHAT, "plugins": ["pii"]}, {"path": "/healthz"}],
+        "routes": [{"path": CHAT, "plugins": ["pii"]},
+                   {"path": "/v1/messages", "plugins": ["pii"]},
+                   {"path": "/healthz"}],
     }
     if extra_models:
         cfg["models"] = extra_models
@@ -98,6 +100,27 @@ def test_provider_sees_no_raw_value_in_any_message(gateway, mock):
     # And the caller gets its own data back.
     assert r.json()["choices"][0]["message"]["content"] == \
         "Write to %s please" % EMAIL
+
+
+def test_anthropic_front_door_is_masked_and_restored_too(gateway, mock):
+    gw = gateway(extra=pii_config())
+    body = {"model": "gpt-test", "max_tokens": 64,
+            "system": "Customer card %s." % CARD,
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "reply to %s" % EMAIL}]}]}
+    r = http(gw.port, "POST", "/v1/messages", body)
+    assert r.status == 200, r
+    assert_no_raw(sent_body(mock))
+    assert "<CARD_1>" in sent_body(mock)
+    assert r.json()["content"][0]["text"] == "reply to %s" % EMAIL
+    body["stream"] = True
+    r = http(gw.port, "POST", "/v1/messages", body)
+    assert r.status == 200, r
+    text = "".join(
+        json.loads(d)["delta"].get("text", "") for d in sse_data(r.body)
+        if '"content_block_delta"' in d)
+    assert text == "reply to %s" % EMAIL
+    assert_no_raw(sent_body(mock))
 
 
 def test_redact_and_mask_modes_per_detector(gateway, mock):
