@@ -330,3 +330,24 @@ def test_keys_survive_a_gateway_restart(gateway):
     assert r.status == 401
     names = [k["name"] for k in admin(gw2, "GET", "/admin/keys").json()["keys"]]
     assert sorted(names) == ["durable", "gone"]
+
+
+def test_a_keys_own_rpm_is_applied_by_the_ratelimit_plugin(gateway):
+    if not os.path.exists(os.path.join(PLUGIN_DIR, "ratelimit.so")):
+        pytest.skip("no plugins/ratelimit.so in this build")
+    extra = auth_extra()
+    extra["plugins"]["ratelimit"] = {"path": "ratelimit.so",
+                                     "config": {"requests_per_minute": 100,
+                                                "persist": False}}
+    extra["routes"][0]["plugins"] = ["auth", "ratelimit"]
+    gw = admin_gateway(gateway, extra=extra)
+    tight = cli_create(gw, "--name", "tight", "--rpm", "2")
+    loose = cli_create(gw, "--name", "loose")
+    # Fixed one-minute windows: do not straddle a minute's end.
+    if time.time() % 60 > 55:
+        time.sleep(60 - time.time() % 60 + 0.2)
+    got = [chat(gw.port, "x", model="echo", headers=bearer(tight)).status
+           for _ in range(3)]
+    assert got == [200, 200, 429], got
+    assert chat(gw.port, "x", model="echo",
+                headers=bearer(loose)).status == 200
