@@ -86,6 +86,8 @@ def positives():
             R.choice(LAST).replace(".", "")
         if R.random() < 0.3:
             local += str(R.randrange(100))
+        if R.random() < 0.15:
+            local = local.capitalize()
         out.append(ctx(mark("email", local + "@" + R.choice(DOMAINS))))
     phones = []
     for _ in range(12):
@@ -109,6 +111,11 @@ def positives():
         phones.append("+91 %05d %05d" % (R.randrange(70000, 100000),
                                          R.randrange(10**5)))
         phones.append("030/%07d" % R.randrange(10**6, 10**7))
+        a, b, c = (R.randrange(200, 1000), R.randrange(200, 1000),
+                   R.randrange(10000))
+        phones.append(R.choice(["+1-%d-%d-%04d", "+1.%d.%d.%04d",
+                                "(%d)%d-%04d", "%d.%d.%04d",
+                                "1-%d-%d-%04d"]) % (a, b, c))
     for p in phones:
         out.append(ctx(mark("phone", p)))
     cards = []
@@ -241,6 +248,25 @@ def negatives():
         out.append("Date range 20%02d-%02d-%02d to 20%02d-%02d-%02d" % (
             R.randrange(30), R.randrange(1, 13), R.randrange(1, 29),
             R.randrange(30), R.randrange(1, 13), R.randrange(1, 29)))
+    for _ in range(20):
+        out.append("ISBN 978-%d-%02d-%06d-%d" % (
+            R.randrange(10), R.randrange(100), R.randrange(10**6),
+            R.randrange(10)))
+        out.append("MAC %s on eth0" % ":".join(
+            "%02X" % R.randrange(256) for _ in range(6)))
+        out.append("commit %s fixes it" % "".join(
+            R.choice("0123456789abcdef") for _ in range(40)))
+        out.append("at %d ms since the epoch" % R.randrange(
+            1600000000000, 1800000000000))
+        out.append("color #%06x, size %dx%d" % (
+            R.randrange(1 << 24), R.randrange(100, 4000),
+            R.randrange(100, 4000)))
+        out.append("Room %d-%d, floor %d" % (R.randrange(100, 999),
+                                             R.randrange(10, 99),
+                                             R.randrange(1, 40)))
+        out.append("Score %d:%d after %d.%d overs" % (
+            R.randrange(10), R.randrange(10), R.randrange(50),
+            R.randrange(6)))
     out += [
         "The variable api_key holds your key; set it in config.",
         "Use the password field on the login page.",
