@@ -17,6 +17,22 @@
 static const char *const phase_names[] = {"create", "on_request", "on_response",
                                           "on_chunk", "on_log"};
 
+const char *
+sl_pipeline_phase_name(sluice_phase_t phase) {
+    return (unsigned)phase < sizeof(phase_names) / sizeof(phase_names[0])
+               ? phase_names[phase]
+               : "?";
+}
+
+/* Notes which hook stopped the request (the request log shows it). */
+static void
+note_verdict(sl_pipe_t *p, const sl_plugin_inst_t *in, sluice_phase_t phase,
+             const char *what) {
+    p->verdict_plugin = in->name;
+    p->verdict = what;
+    p->verdict_phase = phase;
+}
+
 static const sl_plugin_chain_t *
 chain_of(const sl_request_t *r) {
     if (r->snap == NULL || r->route == NULL || r->cfg == NULL)
@@ -69,13 +85,16 @@ static int
 verdict(sl_pipe_t *p, size_t pos, sluice_phase_t phase, sluice_verdict_t v) {
     const sl_plugin_inst_t *in = p->chain->items[pos];
     if (v == SLUICE_RESPOND && p->answer != NULL &&
-        (phase != SLUICE_PHASE_CHUNK || !p->answer_stream))
+        (phase != SLUICE_PHASE_CHUNK || !p->answer_stream)) {
+        note_verdict(p, in, phase, "respond");
         return 1;
+    }
     log_failure(in, phase,
                 v == SLUICE_RESPOND ? "returned RESPOND without respond()"
                                     : "returned ERROR");
     if (in->fail_open)
         return 0;
+    note_verdict(p, in, phase, "error");
     p->r->error_code = "plugin_error";
     p->answer_status = 500;
     p->answer = (char *)failure_json(p->r, in, phase, &p->answer_len);

@@ -75,7 +75,16 @@ typedef struct sl_pipe {
     const char *avalue[SL_PIPE_MAX_ATTRS];
     size_t nattrs;
     const char *client_addr; /* client_addr(), found on first use */
+
+    /* The hook that stopped the request or its stream, for the request
+     * log: a RESPOND, or an ERROR that failed closed; NULL when none. */
+    const char *verdict_plugin;
+    const char *verdict;       /* "respond" or "error" */
+    sluice_phase_t verdict_phase;
 } sl_pipe_t;
+
+/* "on_request", "on_response", "on_chunk", "on_log" for a hook phase. */
+const char *sl_pipeline_phase_name(sluice_phase_t phase);
 
 /* The request phase. Returns 0 when the request goes on to the upstream,
  * 1 when it has been answered (a RESPOND, or a hook that failed closed). A

@@ -2,6 +2,7 @@
 #include "requestlog.h"
 #include "clock.h"
 #include "error.h"
+#include "pipeline.h"
 #include "worker.h"
 
 #include <cjson/cJSON.h>
@@ -397,6 +398,32 @@ sl_reqlog_format(const sl_request_t *r, int64_t now_us, size_t *len) {
             jb_str(&b, r->route->plugins[i], strlen(r->route->plugins[i]));
         }
         jb_add(&b, "]", 1);
+    }
+    const sl_pipe_t *pp = r->pipe;
+    if (pp != NULL && pp->verdict_plugin != NULL) {
+        jb_printf(&b, ",\"verdict\":{\"plugin\":");
+        jb_str(&b, pp->verdict_plugin, strlen(pp->verdict_plugin));
+        jb_printf(&b, ",\"action\":\"%s\",\"phase\":\"%s\"}", pp->verdict,
+                  sl_pipeline_phase_name(pp->verdict_phase));
+    }
+    if (pp != NULL && pp->nattrs > 0) {
+        /* What the plugins told each other (a key id, its limits). */
+        jb_printf(&b, ",\"attributes\":{");
+        for (size_t i = 0; i < pp->nattrs; i++) {
+            if (i > 0)
+                jb_add(&b, ",", 1);
+            jb_str(&b, pp->aname[i], strlen(pp->aname[i]));
+            jb_add(&b, ":", 1);
+            jb_str(&b, pp->avalue[i], strlen(pp->avalue[i]));
+        }
+        jb_add(&b, "}", 1);
+    }
+    if (r->plugin_log != NULL && r->plugin_log[0] == ',') {
+        /* Fields plugins log (cache, guardrail): already JSON members,
+         * kept apart so that none can shadow a field of ours. */
+        jb_printf(&b, ",\"plugin_fields\":{");
+        jb_add(&b, r->plugin_log + 1, strlen(r->plugin_log + 1));
+        jb_add(&b, "}", 1);
     }
     if (r->log_up_body != NULL) {
         jb_printf(&b, ",\"request_body\":");

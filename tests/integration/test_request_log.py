@@ -265,6 +265,32 @@ def test_invalid_traceparent_is_ignored_and_a_new_trace_starts(gateway,
     assert r.header("x-sluice-trace-id") == TRACE
 
 
+def test_plugin_verdicts_and_log_fields_are_recorded(gateway, tmp_path):
+    from test_guardrails import guarded
+    extra = guarded(deny={
+        "no-codenames": {"pattern": "(?i)bluebird"},
+        "watch": {"pattern": "refund", "action": "flag"}})
+    gw = admin_gateway(gateway, extra=extra)
+    assert chat(gw.port, "about bluebird").status == 400
+    assert chat(gw.port, "a refund please").status == 200
+    flagged, blocked = logs_settled(gw, 2)
+    assert blocked["status"] == 400
+    assert blocked["verdict"] == {"plugin": "guard", "action": "respond",
+                                  "phase": "on_request"}
+    assert blocked["attempts"] == 0 and blocked["provider"] is None
+    assert "verdict" not in flagged
+    assert flagged["plugin_fields"] == {"guardrail": "watch"}
+    # A hook that fails closed is recorded as an error verdict.
+    extra = plugin_config({"strict": good(fail_in="request")}, ["strict"])
+    extra["data_dir"] = str(tmp_path / "data2")
+    gw = admin_gateway(gateway, extra=extra)
+    assert chat(gw.port, "x").status == 500
+    e = logs_settled(gw, 1)[0]
+    assert e["verdict"] == {"plugin": "strict", "action": "error",
+                            "phase": "on_request"}
+    assert e["error"] == "plugin_error"
+
+
 def test_request_log_can_be_turned_off(gateway):
     gw = admin_gateway(gateway, extra={"request_log": {"enabled": False}})
     assert chat(gw.port, "x").status == 200

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "pipeline.h"
 #include "requestlog.h"
 #include "store.h"
 
@@ -113,6 +114,47 @@ record_is_valid_json_whatever_the_bytes(void **state) {
     assert_string_equal(cJSON_GetObjectItem(j, "response_text")->valuestring,
                         "caf\xc3\xa9");
     assert_null(cJSON_GetObjectItem(j, "request_body"));
+    cJSON_Delete(j);
+    free(s);
+}
+
+static void
+record_carries_verdict_attributes_and_plugin_fields(void **state) {
+    (void)state;
+    sl_config_t cfg = {0};
+    sl_request_t r = {0};
+    sl_pipe_t p = {0};
+    r.cfg = &cfg;
+    r.pipe = &p;
+    r.status = 400;
+    p.verdict_plugin = "guard";
+    p.verdict = "respond";
+    p.verdict_phase = SLUICE_PHASE_REQUEST;
+    p.aname[0] = "auth.key_id";
+    p.avalue[0] = "k1";
+    p.aname[1] = "ratelimit.rpm";
+    p.avalue[1] = "60";
+    p.nattrs = 2;
+    /* A plugin's field may be called "status": it must not clash. */
+    r.plugin_log = ",\"guardrail\":\"watch\",\"status\":\"x\"";
+    char *s = sl_reqlog_format(&r, 1700000000000000LL, NULL);
+    assert_non_null(s);
+    cJSON *j = cJSON_Parse(s);
+    assert_non_null(j);
+    assert_int_equal(cJSON_GetObjectItem(j, "status")->valueint, 400);
+    cJSON *v = cJSON_GetObjectItem(j, "verdict");
+    assert_string_equal(cJSON_GetObjectItem(v, "plugin")->valuestring, "guard");
+    assert_string_equal(cJSON_GetObjectItem(v, "action")->valuestring,
+                        "respond");
+    assert_string_equal(cJSON_GetObjectItem(v, "phase")->valuestring,
+                        "on_request");
+    cJSON *a = cJSON_GetObjectItem(j, "attributes");
+    assert_string_equal(cJSON_GetObjectItem(a, "ratelimit.rpm")->valuestring,
+                        "60");
+    cJSON *f = cJSON_GetObjectItem(j, "plugin_fields");
+    assert_string_equal(cJSON_GetObjectItem(f, "guardrail")->valuestring,
+                        "watch");
+    assert_string_equal(cJSON_GetObjectItem(f, "status")->valuestring, "x");
     cJSON_Delete(j);
     free(s);
 }
@@ -268,6 +310,7 @@ main(void) {
         cmocka_unit_test(traceparent_malformed_is_refused),
         cmocka_unit_test(keys_sort_by_time_then_worker_and_sequence),
         cmocka_unit_test(record_is_valid_json_whatever_the_bytes),
+        cmocka_unit_test(record_carries_verdict_attributes_and_plugin_fields),
         cmocka_unit_test_setup_teardown(
             scan_rev_goes_newest_first_from_the_end_key, setup, teardown),
         cmocka_unit_test_setup_teardown(scan_rev_stays_inside_its_namespace,
