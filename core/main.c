@@ -36,12 +36,6 @@ usage(FILE *f)
             "                    [--to T] [--group-by hour|day|consumer|model]\n"
             "                                print the usage ledger as a "
             "table\n"
-            "       sluice keys create --name NAME [--models m1,m2] [--rpm N] "
-            "[--tpm N] -c FILE\n"
-            "       sluice keys list [--json] -c FILE\n"
-            "       sluice keys revoke ID -c FILE\n"
-            "                                manage API keys (shown once, "
-            "stored hashed)\n"
             "       sluice --version | --help\n"
             "\n"
             "FILE is the JSON configuration (see docs/configuration.md).\n"
@@ -75,8 +69,6 @@ main(int argc, char **argv)
         return sl_keys_main(argc - i, argv + i);
     if (strcmp(cmd, "usage") == 0)
         return sl_cli_usage(argc - 1, argv + 1);
-    if (strcmp(cmd, "keys") == 0)
-        return sl_keys_main(argc - i, argv + i);
     if (strcmp(cmd, "plugins") == 0) {
         if (i + 1 >= argc || strcmp(argv[i], "describe") != 0) {
             fprintf(stderr, "sluice: usage: sluice plugins describe NAME "
