@@ -14,6 +14,13 @@
 
   const $ = (id) => document.getElementById(id);
 
+  // One color per model or key on every chart, in order of first sight.
+  const colorOf = new Map();
+  function colorFor(label) {
+    if (!colorOf.has(label)) colorOf.set(label, COLORS[colorOf.size % COLORS.length]);
+    return colorOf.get(label);
+  }
+
   /* ---- the admin API ---------------------------------------------------- */
 
   class HttpError extends Error {
@@ -157,7 +164,7 @@
   function dataset(c, label) {
     let d = c.data.datasets.find((x) => x.label === label);
     if (!d) {
-      const color = COLORS[c.data.datasets.length % COLORS.length];
+      const color = colorFor(label);
       d = {
         label,
         data: c.data.labels.map(() => null),
@@ -285,8 +292,9 @@
 
   // A log entry's time: seconds, milliseconds or a string, shown as is.
   function when(t) {
-    if (typeof t !== 'number') return t ?? '';
-    return new Date(t < 1e12 ? t * 1000 : t).toISOString().replace('T', ' ').slice(0, 19);
+    if (t === undefined || t === null) return '';
+    const s = typeof t === 'number' ? new Date(t < 1e12 ? t * 1000 : t).toISOString() : String(t);
+    return /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/.test(s) ? s.slice(0, 10) + ' ' + s.slice(11, 19) : s;
   }
 
   /* ---- state and refresh ------------------------------------------------- */
@@ -389,7 +397,7 @@
   function renderLogs(bodies) {
     const stamp = (e) => Number(first(e, 'ts_us')) || Date.parse(first(e, 'time') ?? '') * 1000 || 0;
     const bad = bodies.flatMap((b) => listOf(b, 'logs', 'entries'))
-      .sort((a, b) => stamp(b) - stamp(a)).slice(0, 20);
+      .sort((a, b) => stamp(b) - stamp(a)).slice(0, 15);
     table($('errors'), [
       { title: 'time', get: (e) => when(first(e, 'time', 'ts', 'timestamp')) },
       { title: 'key', get: (e) => first(e, 'consumer') ?? '' },
@@ -428,7 +436,14 @@
   function renderPlugins(body) {
     const list = listOf(body, 'plugins');
     table($('plugins'), [
-      { title: 'name', get: (p) => (p.plugin && p.plugin !== p.name ? p.name + ' (' + p.plugin + ')' : p.name) },
+      {
+        title: 'name',
+        get: (p) => {
+          const e = el('span', p.plugin && p.plugin !== p.name ? p.name + ' (' + p.plugin + ')' : p.name);
+          e.title = first(p, 'path', 'file') ?? ''; // the library, on hover
+          return e;
+        },
+      },
       { title: 'version', get: (p) => first(p, 'version') ?? '' },
       {
         title: 'ABI',
@@ -439,7 +454,6 @@
         },
       },
       { title: 'routes', get: (p) => (Array.isArray(p.routes) ? p.routes.join(' ') : '') },
-      { title: 'path', get: (p) => first(p, 'path', 'file') ?? '' },
     ], list, 'no plugins loaded');
   }
 
@@ -534,13 +548,14 @@
       : (r) => Number(r.requests || 0);
     const hours = [...new Set(usageSeries.flatMap(([, rows]) => rows.map(rowHour)))].sort();
     c.data.labels = hours;
-    c.data.datasets = usageSeries.map(([name, rows], i) => {
+    c.data.datasets = usageSeries.map(([name, rows]) => {
       const at = new Map();
       for (const r of rows) at.set(rowHour(r), (at.get(rowHour(r)) || 0) + value(r));
       return {
         label: name,
         data: hours.map((h) => at.get(h) || 0),
-        backgroundColor: COLORS[i % COLORS.length],
+        backgroundColor: colorFor(name),
+        maxBarThickness: 48,
       };
     });
     c.update('none');

@@ -5,8 +5,9 @@
 //   SLUICE_MOCK_BIN  path to tests/mock/sluice-mock
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 const START_TIMEOUT_MS = 15000;
 export const ADMIN_TOKEN = 'e2e-admin-token-5f1c';
@@ -71,8 +72,14 @@ function stop(child) {
 }
 
 // Models: "gpt-test" -> the mock upstream (openai type), "echo" -> the
-// built-in mock provider. Returns {baseURL, adminURL, output(), stop()}.
+// built-in mock provider. The chat route runs the bundled guardrails
+// plugin (from the build's plugins/), which blocks "project bluebird".
+// Returns {baseURL, adminURL, output(), stop()}.
 export async function startGateway() {
+  const pluginDir = join(dirname(dirname(requiredEnv('SLUICE_BIN'))), 'plugins');
+  if (!existsSync(join(pluginDir, 'guardrails.so'))) {
+    throw new Error(`no ${pluginDir}/guardrails.so: build the gateway with make first`);
+  }
   const dir = mkdtempSync(join(tmpdir(), 'sluice-e2e-'));
   const procs = [];
   const cleanup = async () => {
@@ -99,6 +106,17 @@ export async function startGateway() {
         'gpt-test': { targets: [{ provider: 'upstream', model: 'mock-model' }] },
         echo: { targets: [{ provider: 'mock', model: 'echo' }] },
       },
+      plugin_dir: pluginDir,
+      plugins: {
+        guard: {
+          path: 'guardrails.so',
+          config: { deny: { 'no-codenames': { pattern: '(?i)project\\s+bluebird' } } },
+        },
+      },
+      routes: [
+        { path: '/v1/chat/completions', plugins: ['guard'] },
+        { path: '/healthz' },
+      ],
       access_log: 'off',
     };
     const cfgPath = join(dir, 'sluice.json');

@@ -29,16 +29,18 @@ const pageErrors = [];
 
 // Requests in the background while the page watches: rates and
 // percentiles are computed from successive scrapes, so they need traffic
-// between two of them. Every tenth one fails upstream (a 500 from the mock).
+// between two of them. Every tenth one fails upstream (a 500 from the
+// mock) and every seventh is blocked by the guardrails plugin.
 function startTraffic(baseURL) {
   let n = 0;
   let running = true;
   const loop = (async () => {
     while (running) {
       n++;
-      const fail = n % 10 === 0;
-      await chat(baseURL, n % 3 === 0 ? 'echo' : 'gpt-test',
-        fail ? 'boom [mock:status=500]' : `hello dashboard ${n} [mock:delay_ms=15]`);
+      const text = n % 10 === 0 ? 'boom [mock:status=500]'
+        : n % 7 === 0 ? 'tell me about Project Bluebird'
+          : `hello dashboard ${n} [mock:delay_ms=15]`;
+      await chat(baseURL, n % 3 === 0 ? 'echo' : 'gpt-test', text);
       await new Promise((r) => setTimeout(r, 20));
     }
   })();
@@ -54,6 +56,7 @@ before(async () => {
     assert.equal(await chat(gw.baseURL, 'gpt-test', `warm up ${i}`), 200);
   }
   assert.equal(await chat(gw.baseURL, 'nope', 'x'), 404);
+  assert.equal(await chat(gw.baseURL, 'gpt-test', 'project bluebird plans'), 400);
   profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -123,7 +126,8 @@ test('the charts show the requests sent through the gateway', async () => {
       return d && d.data.some((v) => typeof v === 'number' && v > 0);
     };
     return has('chart-rps', 'requests/s') && has('chart-rps', 'errors/s') &&
-      has('chart-latency', 'p50') && has('chart-latency', 'p99') &&
+      has('chart-latency', 'p50') && has('chart-latency', 'p90') &&
+      has('chart-latency', 'p99') &&
       has('chart-tokens', 'gpt-test') && has('chart-tokens', 'echo');
   }, null, { timeout: 20000, polling: 250 }).catch(async (e) => {
     throw new Error(`charts never showed the traffic: ${JSON.stringify(await read())}\n${e}`);
@@ -131,9 +135,11 @@ test('the charts show the requests sent through the gateway', async () => {
 
   const data = await read();
   assert.ok(positive(data.rps['requests/s']));
-  // The mock delays most answers by 15 ms: the median sits above that.
-  const p50 = data.latency.p50.filter((v) => v > 0);
-  assert.ok(Math.max(...p50) >= 10, `p50 points: ${p50}`);
+  // The mock delays half the answers by 15 ms (the others are instant:
+  // the built-in echo, blocks, failures): p90 sits above 10 ms.
+  const p90 = data.latency.p90.filter((v) => v > 0);
+  assert.ok(Math.max(...p90) >= 10, `p90 points: ${p90}`);
+  assert.ok(positive(data.latency.p50));
   assert.ok(positive(data.tokens['gpt-test']));
 });
 
@@ -154,13 +160,23 @@ test('the tables show providers, breakers and per-model totals', async () => {
   }, null, { timeout: 5000 });
 
   // Errors: from the request log where the gateway has one, else from the
-  // status counters (the 404 for "nope" and the mock's 500s).
-  await page.waitForFunction(
-    () => /500|404/.test(document.getElementById('errors').textContent),
-    null, { timeout: 5000 });
+  // status counters: the 404 for "nope", the mock's 500s (a 502 here) and
+  // the guardrail's 400s.
+  await page.waitForFunction(() => {
+    const t = document.getElementById('errors').textContent;
+    return /502/.test(t) && /400/.test(t);
+  }, null, { timeout: 5000 });
+
+  // The plugin list, where the gateway has one: the guardrails instance.
+  const plugins = await page.textContent('#plugins');
+  if (!/not available/.test(plugins)) {
+    assert.match(plugins, /guard \(guardrails\)/);
+    assert.match(plugins, /\d+\.\d+\.\d+/); // its version
+    assert.match(plugins, /\/v1\/chat\/completions/);
+  }
 
   // Every panel says something: data, "nothing yet", or "not available".
-  for (const id of ['plugins', 'budgets', 'consumers']) {
+  for (const id of ['budgets', 'consumers']) {
     const text = (await page.textContent(`#${id}`)).trim();
     assert.ok(text.length > 0, `panel #${id} is empty`);
     assert.doesNotMatch(text, /undefined|NaN|\[object/, `panel #${id}: ${text}`);
