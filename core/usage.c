@@ -25,11 +25,20 @@ ledger_model(const sl_request_t *r) {
     return "unknown";
 }
 
+/* The cache plugin says so in its answer header: a whole line
+ * "x-sluice-cache: hit". */
 static int
 cache_hit(const sl_request_t *r) {
-    /* The cache plugin says so in its answer header. */
-    return r->plugin_headers != NULL &&
-           strcasestr(r->plugin_headers, "x-sluice-cache: hit") != NULL;
+    static const char line[] = "x-sluice-cache: hit\r\n";
+    const char *h = r->plugin_headers;
+    while (h != NULL && *h != '\0') {
+        if (strncasecmp(h, line, sizeof(line) - 1) == 0)
+            return 1;
+        h = strchr(h, '\n');
+        if (h != NULL)
+            h++;
+    }
+    return 0;
 }
 
 void

@@ -241,6 +241,25 @@ def test_ledger_answers_by_consumer_model_hour_and_day(gateway):
     assert admin(gw, "GET", "/admin/usage", token=None).status == 401
 
 
+def test_answers_the_cache_marks_as_hits_are_counted(gateway):
+    # A stand-in for the cache plugin: an instance named "hit" that sets
+    # x-sluice-cache to its name on every answer of its route.
+    extra = usage_config()
+    extra["plugins"]["hit"] = good(header="x-sluice-cache")
+    extra["routes"][0]["plugins"] = ["auth", "hit"]
+    gw = admin_gateway(gateway, extra=extra)
+    for _ in range(3):
+        r = chat(gw.port, "one two three", headers=as_user("carol"))
+        assert r.status == 200 and r.header("x-sluice-cache") == "hit", r
+    u = settled_usage(gw, "?group_by=consumer", 3)
+    assert u["rows"][0]["cache_hits"] == 3, u
+    gw.terminate()
+    gw2 = admin_gateway(gateway, extra=usage_config())
+    chat(gw2.port, "one two three", headers=as_user("carol"))
+    assert settled_usage(gw2, "?group_by=consumer", 4)["total"][
+        "cache_hits"] == 3  # the same store: no hit without the header
+
+
 def test_sluice_usage_prints_the_ledger_as_a_table(gateway):
     gw = admin_gateway(gateway, extra=usage_config())
     n = traffic(gw)
