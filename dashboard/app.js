@@ -399,7 +399,7 @@
     const bad = bodies.flatMap((b) => listOf(b, 'logs', 'entries'))
       .sort((a, b) => stamp(b) - stamp(a)).slice(0, 15);
     table($('errors'), [
-      { title: 'time', get: (e) => when(first(e, 'time', 'ts', 'timestamp')) },
+      { title: 'time (UTC)', get: (e) => when(first(e, 'time', 'ts', 'timestamp')) },
       { title: 'key', get: (e) => first(e, 'consumer') ?? '' },
       { title: 'model', get: (e) => first(e, 'model') ?? '' },
       { title: 'provider', get: (e) => first(e, 'provider') ?? '' },

@@ -143,6 +143,42 @@ test('the charts show the requests sent through the gateway', async () => {
   assert.ok(positive(data.tokens['gpt-test']));
 });
 
+test('rates and quantiles are computed as Prometheus computes them', async () => {
+  const r = await page.evaluate(() => {
+    const d = window.sluiceDashboard;
+    const text = [
+      '# HELP x y',
+      'sluice_requests_total{route="/v1/chat",model="a \\"q\\"",status="200"} 7',
+      'h_bucket{route="r",le="0.1"} 0', 'h_bucket{route="r",le="0.5"} 10',
+      'h_bucket{route="r",le="1"} 10', 'h_bucket{route="r",le="+Inf"} 10',
+      'h_bucket{route="s",le="0.1"} 0', 'h_bucket{route="s",le="0.5"} 0',
+      'h_bucket{route="s",le="1"} 10', 'h_bucket{route="s",le="+Inf"} 12',
+    ].join('\n');
+    const s = d.parseMetrics(text);
+    const now = d.buckets(s, 'h');
+    return {
+      first: s[0],
+      buckets: now.map(([le, n]) => [String(le), n]),
+      // 22 observations: 10 in (0.1, 0.5], 10 in (0.5, 1], 2 above 1.
+      p50: d.quantile(0.5, now, []),
+      p99: d.quantile(0.99, now, []),
+      // Only what happened since the previous scrape counts.
+      since: d.quantile(0.5, now, [[0.1, 0], [0.5, 10], [1, 10], [Infinity, 10]]),
+      idle: d.quantile(0.5, now, now),
+    };
+  });
+  assert.deepEqual(r.first, {
+    name: 'sluice_requests_total',
+    labels: { route: '/v1/chat', model: 'a "q"', status: '200' },
+    value: 7,
+  });
+  assert.deepEqual(r.buckets, [['0.1', 0], ['0.5', 10], ['1', 20], ['Infinity', 22]]);
+  assert.ok(Math.abs(r.p50 - 0.55) < 1e-9, r.p50); // rank 11: 1/10 into (0.5, 1]
+  assert.equal(r.p99, 1); // in +Inf: the highest finite bound
+  assert.ok(Math.abs(r.since - 0.8) < 1e-9, r.since); // rank 6 of 12: 6/10 into (0.5, 1]
+  assert.equal(r.idle, null);
+});
+
 test('the tables show providers, breakers and per-model totals', async () => {
   const providers = await page.textContent('#providers');
   assert.match(providers, /gpt-test/);
