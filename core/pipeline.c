@@ -49,6 +49,7 @@ call(sl_pipe_t *p, size_t pos, sluice_phase_t phase, sluice_hook_fn hook) {
     /* A RESPOND answers with what this hook set, never an earlier one's. */
     p->answer = NULL;
     p->answer_stream = 0;
+    p->answer_replay = 0;
     sluice_verdict_t v = hook(in->instance, &req);
     if (v != SLUICE_CONTINUE && v != SLUICE_RESPOND)
         v = SLUICE_ERROR; /* anything else is a plugin bug: count it so */
@@ -140,10 +141,13 @@ reencode(sl_pipe_t *p) {
     return 0;
 }
 
-/* Sends a respond_stream() answer: its events, as any stream goes out. */
+/* Sends a respond_stream() answer: its events, as an upstream stream goes
+ * out, through the on_chunk hooks of the plugins before the one that
+ * answered. */
 static void
 send_stream(sl_request_t *r, sl_pipe_t *p) {
     sl_response_stream_start(r, p->answer_status, NULL);
+    p->stage = SL_PIPE_UPSTREAM;
     const char *s = p->answer, *end = p->answer + p->answer_len;
     while (s < end) {
         const char *nl = memchr(s, '\n', (size_t)(end - s));
@@ -153,11 +157,14 @@ send_stream(sl_request_t *r, sl_pipe_t *p) {
             const char *d = s + 5;
             if (d < eol && *d == ' ')
                 d++;
-            sl_response_stream_event(r, NULL, 0, d, (size_t)(eol - d));
+            size_t dl = (size_t)(eol - d);
+            if (sl_pipeline_chunk(r, &d, &dl) == 0)
+                sl_response_stream_event(r, NULL, 0, d, dl);
         }
         s = eol + 1;
     }
-    sl_response_stream_end(r, 1);
+    p->stage = SL_PIPE_DONE;
+    sl_response_stream_end(r, !p->stream_failed);
 }
 
 int
@@ -176,6 +183,7 @@ sl_pipeline_request(sl_request_t *r, sl_call_t *k) {
     p->k = k;
     p->chain = ch;
     p->state = state;
+    p->upto = ch->n;
     p->stage = SL_PIPE_REQUEST;
     r->pipe = p;
     for (size_t i = 0; (ch->hooks & SL_HOOK_REQUEST) && i < ch->n; i++) {
@@ -186,9 +194,14 @@ sl_pipeline_request(sl_request_t *r, sl_call_t *k) {
             call(p, i, SLUICE_PHASE_REQUEST, in->desc.on_request);
         if (v != SLUICE_CONTINUE && verdict(p, i, SLUICE_PHASE_REQUEST, v)) {
             p->stage = SL_PIPE_DONE;
+            p->upto = i; /* a replayed answer: the plugins before i */
             if (p->answer_stream)
                 send_stream(r, p);
-            else
+            else if (p->answer_replay) {
+                p->stage = SL_PIPE_UPSTREAM;
+                sl_response_send(r, p->answer_status, "application/json",
+                                 NULL, p->answer, p->answer_len);
+            } else
                 sl_response_send(r, p->answer_status, "application/json",
                                  NULL, p->answer, p->answer_len);
             return 1;
@@ -215,7 +228,7 @@ sl_pipeline_response(sl_request_t *r, int *status, const char **content_type,
     p->resp_status = *status;
     p->resp_body = *body;
     p->resp_len = *len;
-    for (size_t i = p->chain->n; i-- > 0;) {
+    for (size_t i = p->upto; i-- > 0;) {
         const sl_plugin_inst_t *in = p->chain->items[i];
         if (in->desc.on_response == NULL)
             continue;
@@ -265,7 +278,7 @@ sl_pipeline_chunk(sl_request_t *r, const char **data, size_t *len) {
     p->chunk = *data;
     p->chunk_len = *len;
     p->chunk_parsed = p->chunk_dirty = 0;
-    for (size_t i = p->chain->n; i-- > 0;) {
+    for (size_t i = p->upto; i-- > 0;) {
         const sl_plugin_inst_t *in = p->chain->items[i];
         if (in->desc.on_chunk == NULL)
             continue;

@@ -40,6 +40,8 @@ typedef struct sl_pipe {
     /* respond(), respond_stream() */
     int answer_status;
     int answer_stream; /* answer is a text/event-stream body */
+    int answer_replay; /* answer stands for the upstream's (a cache hit) */
+    size_t upto;       /* way-out hooks run for positions below this */
     char *answer;
     size_t answer_len;
 

@@ -1103,6 +1103,16 @@ h_respond_stream(sluice_req_t *req, int status, const char *sse, size_t len) {
 }
 
 static int
+h_respond_answer(sluice_req_t *req, int status, const char *json,
+                 size_t len) {
+    PHASE(req, P_REQ);
+    int rc = h_respond(req, status, json, len);
+    if (rc == SLUICE_OK)
+        req->pipe->answer_replay = 1;
+    return rc;
+}
+
+static int
 h_response_complete(sluice_req_t *req) {
     PHASE(req, P_LOG);
     const sl_request_t *r = R(req);
@@ -1222,6 +1232,7 @@ static const sluice_host_t host = {
     .respond_stream = h_respond_stream,
     .response_complete = h_response_complete,
     .log_field_set = h_log_field_set,
+    .respond_answer = h_respond_answer,
 };
 
 const sluice_host_t *

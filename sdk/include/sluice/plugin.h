@@ -485,13 +485,15 @@ struct sluice_host {
      * after "data: "). Borrowed, NUL-terminated (*len may be NULL).
      * SLUICE_ENOTFOUND when there is none. Phases: resp, chunk. */
     int (*response_body)(sluice_req_t *req, const char **body, size_t *len);
-    /* Like respond(), but the answer is a stream: `sse` is a
-     * text/event-stream body ("data: {...}\n\n" events, normally ending
-     * with "data: [DONE]\n\n"), copied. The client gets a stream head
-     * with `status` and each event as the gateway sends any stream (a
-     * /v1/messages client gets it translated). SLUICE_EINVAL for a status
-     * out of 200..599 or a body with no data event. The hook then returns
-     * SLUICE_RESPOND. Phase: req. */
+    /* Answers in the upstream's place (a cache hit) with a stream: `sse`
+     * is a text/event-stream body ("data: {...}\n\n" events, normally
+     * ending with "data: [DONE]\n\n"), copied. Unlike respond(), the
+     * answer goes out as an upstream stream would: each event through
+     * the on_chunk hooks of the plugins before this one in the route
+     * (reverse order), so they restore or check it as usual; then to the
+     * client (a /v1/messages client gets it translated). SLUICE_EINVAL
+     * for a status out of 200..599 or a body with no data event. The
+     * hook then returns SLUICE_RESPOND. Phase: req. */
     int (*respond_stream)(sluice_req_t *req, int status, const char *sse,
                           size_t len);
     /* 1 when the whole answer reached the client's connection (a
@@ -521,6 +523,14 @@ struct sluice_host {
      * SLUICE_HOST_HAS(host, keys_get). */
     int (*keys_get)(sluice_req_t *req, const char *ns, const void *key,
                     size_t klen, void *buf, size_t cap, size_t *len);
+
+    /* Answers in the upstream's place (a cache hit) with a whole answer:
+     * like respond(), but the answer goes through the on_response hooks
+     * of the plugins before this one in the route (reverse order), as an
+     * upstream answer would. The hook then returns SLUICE_RESPOND. Phase:
+     * req. */
+    int (*respond_answer)(sluice_req_t *req, int status, const char *json,
+                          size_t len);
 
     /* New entries go here, each with "since 1.N". */
 };
