@@ -1,4 +1,5 @@
 #include "admin.h"
+#include "admin_cache.h"
 #include "admin_keys.h"
 #include "admin_plugins.h"
 #include "balancer.h"
@@ -252,6 +253,8 @@ sl_admin_handle(sl_request_t *r)
         post_reload(r);
     else if (IS("/admin/providers") && get)
         get_providers(r);
+    else if (sl_admin_cache(r))
+        ; /* DELETE /admin/cache[?model=] */
     else if (sl_admin_logs(r))
         ; /* /admin/logs, /admin/logs/export */
     else if (IS("/admin/usage") && get)
