@@ -386,6 +386,16 @@ sl_reqlog_format(const sl_request_t *r, int64_t now_us, size_t *len) {
     jb_key_num(&b, "prompt_tokens", r->prompt_tokens);
     jb_key_num(&b, "completion_tokens", r->completion_tokens);
     jb_key_num(&b, "total_tokens", r->total_tokens);
+    jb_key_num(&b, "cached_tokens", r->cached_tokens);
+    jb_key_num(&b, "reasoning_tokens", r->reasoning_tokens);
+    /* Priced in the log phase, before this record is made; exact
+     * micro-dollars, printed without a float's rounding. */
+    if (r->cost_micros >= 0)
+        jb_printf(&b, ",\"cost\":%lld.%06lld",
+                  (long long)(r->cost_micros / 1000000),
+                  (long long)(r->cost_micros % 1000000));
+    else
+        jb_printf(&b, ",\"cost\":null");
     jb_key_num(&b, "attempts", r->attempts);
     jb_key_num(&b, "bytes_in", (long)r->bytes_in);
     jb_key_num(&b, "bytes_out", (long)r->bytes_out);

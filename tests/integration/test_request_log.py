@@ -291,6 +291,22 @@ def test_plugin_verdicts_and_log_fields_are_recorded(gateway, tmp_path):
     assert e["error"] == "plugin_error"
 
 
+def test_cost_and_token_kinds_are_recorded(gateway):
+    # mock-model at $2.50 in and $10 out per 1M tokens: "one two three" is
+    # 3 + 3 tokens, 37.5 micro-dollars, 38 rounded.
+    gw = admin_gateway(gateway, extra={"pricing": {
+        "mock-model": {"input": 2.5, "output": 10}}})
+    assert chat(gw.port, "one two three").status == 200
+    assert chat(gw.port, "x", model="echo").status == 200  # no price
+    unpriced, priced = logs_settled(gw, 2)
+    assert priced["cost"] == 0.000038
+    assert priced["cached_tokens"] is None
+    assert priced["reasoning_tokens"] is None
+    assert unpriced["cost"] is None
+    raw = admin(gw, "GET", "/admin/logs").body.decode()
+    assert '"cost":0.000038' in raw  # exact, never float noise
+
+
 def test_request_log_can_be_turned_off(gateway):
     gw = admin_gateway(gateway, extra={"request_log": {"enabled": False}})
     assert chat(gw.port, "x").status == 200
