@@ -3,10 +3,12 @@ its filters, the JSON-lines export, retention by count, body capture only
 when configured, and the W3C trace context carried to the upstream."""
 import json
 import re
+import subprocess
 import time
 
 import pytest
 
+from conftest import SLUICE_BIN
 from helpers import Conn, chat, chat_body, http, sse_data, stream_text, \
     wait_for
 from test_plugins import CHAT, good, plugin_config
@@ -312,3 +314,26 @@ def test_request_log_can_be_turned_off(gateway):
     assert chat(gw.port, "x").status == 200
     time.sleep(0.2)
     assert logs(gw) == []
+
+
+def test_bad_request_log_settings_are_refused_with_their_json_paths(
+        tmp_path):
+    cfg = {"listen": [{"addr": "127.0.0.1:1"}],
+           "request_log": {"enabled": "yes", "max_entries": 0,
+                           "max_body_bytes": 1.5, "keep": 1}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    p = subprocess.run([SLUICE_BIN, "check", "-c", str(path)],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1
+    for want in ("$.request_log.enabled: must be true or false",
+                 "$.request_log.max_entries: must be between 1 and",
+                 "$.request_log.max_body_bytes: must be an integer",
+                 "$.request_log.keep: unknown key"):
+        assert want in p.stderr, p.stderr
+    cfg["request_log"] = {"enabled": False, "max_age_hours": 1,
+                          "sweep_interval_ms": 100}
+    path.write_text(json.dumps(cfg))
+    p = subprocess.run([SLUICE_BIN, "check", "-c", str(path)],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
