@@ -351,3 +351,57 @@ def test_a_keys_own_rpm_is_applied_by_the_ratelimit_plugin(gateway):
     assert got == [200, 200, 429], got
     assert chat(gw.port, "x", model="echo",
                 headers=bearer(loose)).status == 200
+
+
+def der_to_raw(der):
+    """An ECDSA DER signature (SEQUENCE of two INTEGERs) as JOSE's r || s."""
+    assert der[0] == 0x30
+    i = 2 if der[1] < 0x80 else 3
+    out = b""
+    for _ in range(2):
+        assert der[i] == 0x02
+        n = der[i + 1]
+        out += der[i + 2:i + 2 + n].lstrip(b"\0").rjust(32, b"\0")
+        i += 2 + n
+    return out
+
+
+def test_jwt_es256_pem_and_a_jwks_file_chosen_by_kid(gateway, tmp_path):
+    key, pub = tmp_path / "ec.pem", tmp_path / "ec.pub.pem"
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout",
+            "-out", str(key))
+    openssl("pkey", "-in", str(key), "-pubout", "-out", str(pub))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [
+        {"kty": "oct", "kid": "k1", "k": b64(b"k1-secret-0123456789abcdef-0123456")},
+        {"kty": "oct", "kid": "k2", "k": b64(b"k2-secret-0123456789abcdef-0123456")},
+    ]}))
+
+    def es256(claims):
+        head = b64(json.dumps({"alg": "ES256", "typ": "JWT"}).encode())
+        body = b64(json.dumps(claims).encode())
+        data = tmp_path / "input"
+        data.write_text("%s.%s" % (head, body))
+        out = tmp_path / "sig"
+        openssl("dgst", "-sha256", "-sign", str(key), "-out", str(out),
+                str(data))
+        return "%s.%s.%s" % (head, body, b64(der_to_raw(out.read_bytes())))
+
+    gw = jwt_gateway(gateway, {"jwt_public_keys": [str(pub)],
+                               "jwks_file": str(jwks)})
+    exp = int(time.time()) + 300
+    r = chat(gw.port, "x", model="echo",
+             headers=bearer(es256({"sub": "ec-user", "exp": exp})))
+    assert r.status == 200, r
+    k2 = hs256({"sub": "kid-user", "exp": exp},
+               secret="k2-secret-0123456789abcdef-0123456",
+               header={"alg": "HS256", "kid": "k2"})
+    r = chat(gw.port, "x", model="echo", headers=bearer(k2))
+    assert r.status == 200, r
+    assert consumers(gw, 2) == ["ec-user", "kid-user"]
+    # k2's token presented as k1's: the key named by kid must verify it.
+    wrong = hs256({"sub": "kid-user", "exp": exp},
+                  secret="k2-secret-0123456789abcdef-0123456",
+                  header={"alg": "HS256", "kid": "k1"})
+    r = chat(gw.port, "x", model="echo", headers=bearer(wrong))
+    assert r.status == 401 and "signature" in r.json()["error"]["message"]
