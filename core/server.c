@@ -250,6 +250,7 @@ sl_server_publish(sl_server_t *srv, sl_config_t *cfg,
         atomic_fetch_add(&srv->reloads_rejected, 1);
         return SL_ECONFIG;
     }
+    atomic_store(&old->next, snap);
     atomic_store(&srv->current, snap);
     /* Each worker switches on its own thread; the admin slot here. */
     for (int i = 0; i < srv->nworkers; i++) {

@@ -27,6 +27,10 @@ typedef struct sl_snapshot {
     void *plugins; /* the plugin instances of this config (plugin.h) */
     struct ssl_ctx_st **tls; /* per listen entry; NULL where plain */
     void (*plugins_free)(void *plugins);
+    /* The snapshot published after this one (set once, before the workers
+     * are told): a worker that missed one on its way to the newest still
+     * retires it, or its hold would keep it, and its plugins, forever. */
+    _Atomic(struct sl_snapshot *) next;
 
     atomic_int holders; /* threads holding it, +1 while it is current */
     int nslots;

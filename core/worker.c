@@ -136,11 +136,17 @@ sl_worker_adopt(sl_worker_t *w)
     sl_snapshot_t *now = atomic_load(&w->srv->current);
     if (now == w->snap)
         return;
-    /* The server gave every slot a hold on `now` when it published it. */
-    sl_snapshot_t *old = w->snap;
+    /* The server gave every slot a hold on each snapshot it published:
+     * retire the one this worker used and any it skipped (two reloads
+     * before it woke up), in order, up to `now`. */
+    sl_snapshot_t *s = w->snap;
     w->snap = now;
     set_timeouts(w);
-    sl_snapshot_retire(old, w->id);
+    while (s != now) {
+        sl_snapshot_t *next = atomic_load(&s->next);
+        sl_snapshot_retire(s, w->id);
+        s = next;
+    }
 }
 
 static void
