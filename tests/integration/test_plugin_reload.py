@@ -1,7 +1,7 @@
 """Plugins under the admin API and hot reload: GET /admin/plugins, PUT
 /admin/plugins/NAME (a config-only change that keeps the library), its
 refusals, and the proof: steady traffic, streams and not, through 50+
-plugin reloads by PUT and POST /admin/reload, some invalid, with a plugin
+valid plugin reloads by PUT and POST /admin/reload, some invalid, with a plugin
 binary swapped in the middle — zero failed or truncated requests; what
 was in flight finishes on the old code, what comes after runs the new.
 
@@ -195,8 +195,8 @@ def test_plugin_reloads_and_a_binary_swap_under_load_fail_nothing(
     long_stream = None
     reloads = 0
     try:
-        for i in range(60):
-            if i == 30:
+        for i in range(75):
+            if i == 37:
                 # A long stream in flight across the binary swap.
                 long_stream = Conn(gw.port, timeout=20)
                 long_stream.request("POST", CHAT, chat_body(
@@ -248,7 +248,7 @@ def test_plugin_reloads_and_a_binary_swap_under_load_fail_nothing(
             t.join(timeout=30)
         if long_stream is not None:
             long_stream.close()
-    assert reloads >= 40  # plus the swap and the 12 refused ones
+    assert reloads >= 50  # plus the swap and 15 refused ones
     assert not failures, failures[:5]
     assert served["v1"] > 10 and served["v2"] > 10, served
     r = chat(gw.port, "New One", stream=True)
