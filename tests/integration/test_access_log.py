@@ -62,8 +62,12 @@ def test_access_log_model_is_the_alias_the_client_asked_for(gw):
     assert r.status == 200, r
     r, _, _ = send(gw, chat_body("which model", stream=True))
     assert r.status == 200, r
-    find(gw, lambda l: l.get("stream") is True)
-    lines = [l for l in gw.access_log() if l.get("path") == CHAT]
+    # Two workers flush their own buffers: wait for both lines.
+    def both():
+        lines = [l for l in gw.access_log() if l.get("path") == CHAT]
+        return lines if len(lines) >= 2 else None
+    lines = wait_for(both, timeout=5)
+    assert lines is not None, gw.access_log()
     assert [l["model"] for l in lines] == ["gpt-test", "gpt-test"], lines
 
 
