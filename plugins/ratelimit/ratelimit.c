@@ -8,10 +8,11 @@
  *
  * The live counters are in the instance's memory, shared by every worker
  * thread, one atomic word per (bucket, window) (window.h): exact under
- * concurrency without a lock. When a request ends, the counts of the
- * buckets it touched are queued to the store (one kv_set each, nothing
- * waits for it), so a restart in the same window picks them up again
- * (seeded the first time the bucket is used). */
+ * concurrency without a lock. When a request is admitted and when it
+ * ends, the counts of the buckets it touched are queued to the store (one
+ * kv_set each, nothing waits for it), so a restart in the same window, or
+ * the new instance a reload makes, picks them up again (seeded the first
+ * time the bucket is used). */
 #define _POSIX_C_SOURCE 200809L
 #include "window.h"
 
@@ -475,6 +476,10 @@ on_request(void *instance, sluice_req_t *req) {
     if (refused)
         return refuse(rl, req, reset, what, lim, too_big);
 
+    /* Stored now too, not only when the request ends: a reload makes new
+     * instances, which read the store, while this request is in flight. */
+    for (size_t i = 0; rl->persist && i < n; i++)
+        persist(rl, req, checks[i].b, win, checks[i].hash);
     if (!need_tokens && !rl->persist)
         return SLUICE_CONTINUE;
     rl_state_t *st = h->alloc(req, sizeof(*st));

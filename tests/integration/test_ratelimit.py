@@ -6,12 +6,13 @@ and per-key limits, per-consumer counting, and counts that survive a
 restart within the window."""
 import json
 import os
+import signal
 import threading
 import time
 
 import pytest
 
-from helpers import Conn, chat, chat_body, http, sse_data
+from helpers import Conn, chat, chat_body, http, sse_data, wait_for
 
 from conftest import SLUICE_BIN
 
@@ -235,6 +236,32 @@ def test_a_restart_keeps_the_count_within_the_window(gateway):
     assert r.status == 200, r
     assert r.header("x-ratelimit-remaining-requests") == "0"
     assert chat(gw2.port, "four", model="echo").status == 429
+
+
+def test_a_reload_keeps_the_count_of_requests_in_flight(gateway):
+    fresh_window(need_s=8)
+    gw = gateway(extra=rl_config({"requests_per_minute": 3}))
+    streams = []
+    for _ in range(2):
+        c = Conn(gw.port)
+        c.request("POST", CHAT, chat_body("a b c d [mock:gap_ms=150]",
+                                          model="gpt-test", stream=True))
+        assert c.read_head()[1] == 200
+        streams.append(c)
+    time.sleep(0.2)  # the store's writer commits the admissions
+    # Any reload makes new plugin instances; they read the store.
+    cfg = json.loads(gw.cfg_path.read_text())
+    cfg["plugins"]["rl"]["config"]["default_max_tokens"] = 10
+    gw.cfg_path.write_text(json.dumps(cfg))
+    gw.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "reloaded" in gw.stderr(), timeout=5)
+    r = chat(gw.port, "third", model="echo")
+    assert r.status == 200, r
+    assert r.header("x-ratelimit-remaining-requests") == "0"
+    assert chat(gw.port, "fourth", model="echo").status == 429
+    for c in streams:
+        assert [d for _, d in c.events()][-1] == "[DONE]"
+        c.close()
 
 
 def test_without_persist_a_restart_starts_over(gateway):
