@@ -276,6 +276,20 @@ def test_answer_scanning_masks_pii_the_model_produced_across_events(
     assert "carol" not in r.body.decode() and "1111" not in r.body.decode()
 
 
+def test_value_cut_between_events_at_every_byte_never_reaches_the_caller(
+        gateway, scripted):
+    gw = scripted_gateway(gateway, scripted, {"scan_response": True})
+    answer = "Write carol@example.com today"
+    for cut in range(len(answer) + 1):
+        scripted.events = [delta(answer[:cut]), delta(answer[cut:]),
+                           delta(None, "stop")]
+        r = chat(gw.port, "who?", model="scripted", stream=True)
+        events = sse_data(r.body)
+        assert events[-1] == "[DONE]", (cut, events)
+        assert stream_text(events) == "Write [EMAIL] today", cut
+        assert b"carol" not in r.body and b"example" not in r.body, cut
+
+
 def test_answer_scanning_in_a_plain_answer_masks_and_still_restores(
         gateway, scripted):
     gw = scripted_gateway(gateway, scripted, {
