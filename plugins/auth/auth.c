@@ -17,6 +17,7 @@
 typedef struct {
     const sluice_host_t *host;
     int api_keys;
+    int client_certificates; /* mTLS: the gateway's consumer suffices */
     auth_jwt_t *jwt; /* NULL: JWTs are not accepted */
 } auth_t;
 
@@ -40,6 +41,9 @@ static const sluice_config_field_t schema[] = {
      "seconds of clock skew tolerated for exp and nbf"},
     {"consumer_claim", SLUICE_CFG_STRING, "sub", 0,
      "the JWT claim that names the consumer"},
+    {"client_certificates", SLUICE_CFG_BOOL, "false", 0,
+     "accept a request with no key or token when a verified TLS client "
+     "certificate (mTLS) already named its consumer"},
     {NULL, 0, NULL, 0, NULL},
 };
 
@@ -176,6 +180,7 @@ create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
         return SLUICE_ENOMEM;
     a->host = h;
     h->config_bool(cfg, "api_keys", &a->api_keys);
+    h->config_bool(cfg, "client_certificates", &a->client_certificates);
     if (a->api_keys && !SLUICE_HOST_HAS(h, keys_get)) {
         snprintf(err, errlen,
                  "api_keys needs a gateway with plugin ABI 1.1 "
@@ -345,6 +350,11 @@ on_request(void *instance, sluice_req_t *req) {
     const auth_t *a = instance;
     const char *tok;
     size_t len;
+    const char *cert_consumer = NULL;
+    if (!credential(a, req, &tok, &len) && a->client_certificates &&
+        a->host->consumer(req, &cert_consumer) == SLUICE_OK &&
+        cert_consumer != NULL && cert_consumer[0] != '\0')
+        return SLUICE_CONTINUE; /* named by a verified client certificate */
     if (!credential(a, req, &tok, &len))
         return refuse(a, req, 401, "invalid_request_error", "missing_api_key",
                       "Missing credentials: send 'Authorization: Bearer "

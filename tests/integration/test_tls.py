@@ -199,3 +199,47 @@ def test_curl_verifies_the_gateway_and_presents_a_client_cert(gateway, pki):
                         "-d", body, url], capture_output=True, text=True,
                        timeout=20)
     assert p.returncode != 0
+
+
+def test_mtls_certificate_names_the_consumer_for_the_auth_plugin(
+        gateway, pki):
+    import os
+    from conftest import SLUICE_BIN
+    plugin_dir = os.path.join(os.path.dirname(os.path.dirname(SLUICE_BIN)),
+                              "plugins")
+    import conftest
+    tls_port = free_port()
+    tls = {"cert": str(pki / "server.pem"), "key": str(pki / "server.key"),
+           "client_ca": str(pki / "ca.pem")}
+    orig = conftest.base_config
+
+    def with_tls(port, mock_url, tmp_path, workers=2):
+        cfg = orig(port, mock_url, tmp_path, workers)
+        cfg["listen"].append({"addr": "127.0.0.1:%d" % tls_port, "tls": tls})
+        cfg["plugin_dir"] = plugin_dir
+        cfg["plugins"] = {"auth": {"path": "auth.so",
+                                   "config": {"client_certificates": True}}}
+        cfg["routes"] = [{"path": "/v1/chat/completions",
+                          "plugins": ["auth"]}, {"path": "/healthz"}]
+        return cfg
+    conftest.base_config = with_tls
+    try:
+        gw = gateway()
+    finally:
+        conftest.base_config = orig
+    c, r, body = https(tls_port, client_ctx(pki, cert="client"),
+                       body=chat_body("cert only"))
+    assert r.status == 200, body
+    # The plain listener has no certificate: the same request is refused.
+    from helpers import chat
+    assert chat(gw.port, "no cert").status == 401
+    line = None
+    import time
+    for _ in range(100):
+        lines = [l for l in gw.access_log() if l.get("status") == 200 and
+                 l.get("path") == "/v1/chat/completions"]
+        if lines:
+            line = lines[-1]
+            break
+        time.sleep(0.05)
+    assert line is not None and line.get("consumer") == "team-blue", line
