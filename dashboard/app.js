@@ -15,7 +15,8 @@
   const $ = (id) => document.getElementById(id);
 
   // One color per model or key on every chart, in order of first sight.
-  const colorOf = new Map();
+  const colorOf = new Map([['requests/s', '#2563eb'], ['errors/s', '#dc2626'],
+    ['p50', '#16a34a'], ['p90', '#d97706'], ['p99', '#7c3aed']]);
   function colorFor(label) {
     if (!colorOf.has(label)) colorOf.set(label, COLORS[colorOf.size % COLORS.length]);
     return colorOf.get(label);
@@ -367,8 +368,8 @@
       note.hidden = true;
       $('cost-chart-box').hidden = false;
     } else {
-      note.textContent = 'No cost metric on this gateway yet: the usage ledger ' +
-        'below shows cost when /admin/usage is available.';
+      note.textContent = 'No cost yet: no priced model has answered (prices ' +
+        'come from the config\'s "pricing" table).';
       note.hidden = false;
       $('cost-chart-box').hidden = true;
     }
@@ -392,6 +393,23 @@
     ], rows, 'no errors or blocks since start (from /metrics; the request log is not available)');
   }
 
+  // What a log entry says went wrong: the error code, the plugin that
+  // answered instead of the model ("guard: respond in on_request") and
+  // the fields plugins logged (a guardrail's rule).
+  function whatFailed(e) {
+    const out = [];
+    if (typeof e.error === 'string') out.push(e.error);
+    const v = e.verdict;
+    if (v && typeof v === 'object') {
+      out.push((v.plugin ?? '?') + ': ' + (v.action ?? '') + (v.phase ? ' in ' + v.phase : ''));
+    }
+    const f = e.plugin_fields;
+    if (f && typeof f === 'object') {
+      for (const [k, x] of Object.entries(f)) out.push(k + '=' + (typeof x === 'string' ? x : JSON.stringify(x)));
+    }
+    return out.join('; ');
+  }
+
   // The newest failures from the request log: its 4xx and 5xx answers
   // (guardrail blocks are refusals, so they are among them).
   function renderLogs(bodies) {
@@ -404,13 +422,7 @@
       { title: 'model', get: (e) => first(e, 'model') ?? '' },
       { title: 'provider', get: (e) => first(e, 'provider') ?? '' },
       { title: 'status', num: true, get: (e) => first(e, 'status') ?? '' },
-      {
-        title: 'error / verdict',
-        get: (e) => {
-          const v = first(e, 'error', 'verdict', 'verdicts', 'guardrail');
-          return typeof v === 'string' ? v : v ? JSON.stringify(v) : '';
-        },
-      },
+      { title: 'error / verdict', get: (e) => whatFailed(e) },
       { title: 'latency ms', num: true, get: (e) => (typeof e.latency_ms === 'number' ? e.latency_ms.toFixed(1) : '') },
     ], bad, 'no errors or blocks in the request log');
   }

@@ -74,6 +74,7 @@ function stop(child) {
 // Models: "gpt-test" -> the mock upstream (openai type), "echo" -> the
 // built-in mock provider. The chat route runs the bundled guardrails
 // plugin (from the build's plugins/), which blocks "project bluebird".
+// Both models are priced, and the anonymous consumer has a budget.
 // Returns {baseURL, adminURL, output(), stop()}.
 export async function startGateway() {
   const pluginDir = join(dirname(dirname(requiredEnv('SLUICE_BIN'))), 'plugins');
@@ -106,6 +107,12 @@ export async function startGateway() {
         'gpt-test': { targets: [{ provider: 'upstream', model: 'mock-model' }] },
         echo: { targets: [{ provider: 'mock', model: 'echo' }] },
       },
+      // Dollars per million tokens: dear, so that a few requests cost cents.
+      pricing: {
+        'mock-model': { input: 1000, output: 3000 },
+        echo: { input: 500, output: 500 },
+      },
+      budgets: { anonymous: { daily_usd: 1000, total_tokens: 10000000 } },
       plugin_dir: pluginDir,
       plugins: {
         guard: {
