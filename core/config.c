@@ -1272,7 +1272,7 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
         "listen",  "workers",   "data_dir",   "admin",
         "plugins", "providers", "models",     "allow_direct_models",
         "routes",  "limits",    "access_log", "plugin_dir", "store",
-        "request_log", "pricing", "budgets", NULL};
+        "request_log", "pricing", "budgets", "metrics", NULL};
     const cJSON *v;
     long workers = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -1291,6 +1291,13 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
         cfg->data_dir = cfg_strdup(c, "./data");
 
     load_admin(c, cfg, member(root, "admin"));
+    cfg->metrics = 1;
+    if ((v = member(root, "metrics")) != NULL) {
+        if (cJSON_IsBool(v))
+            cfg->metrics = cJSON_IsTrue(v);
+        else
+            cfg_err(c, "$.metrics", "must be true or false");
+    }
     load_store(c, cfg, member(root, "store"));
     load_request_log(c, cfg, member(root, "request_log"));
     {

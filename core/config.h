@@ -150,6 +150,7 @@ typedef struct sl_config {
     char *admin_token_env; /* default "SLUICE_ADMIN_TOKEN" */
     char *admin_token;
     char *source; /* the file's JSON text, for GET /admin/config */
+    int metrics; /* per-request Prometheus metrics; default true */
     /* The LMDB store under data_dir ("store" key). */
     long store_map_size_mb;     /* default 1024 */
     long store_map_size_max_mb; /* grow a full map up to this; 0 = never */

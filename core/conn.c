@@ -39,7 +39,8 @@ request_log(sl_worker_t *w, sl_request_t *r)
 {
     sl_usage_request_done(w, r);
     sl_accesslog_write(w->log, r);
-    sl_metrics_request_done(w->metrics, r);
+    if (r->cfg->metrics)
+        sl_metrics_request_done(w->metrics, r);
     if (!w->admin)
         sl_reqlog_write(w->srv->store, r);
 }

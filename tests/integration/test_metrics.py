@@ -104,3 +104,12 @@ def test_breaker_retries_and_reloads_are_exposed(gateway):
     # The reload started fresh breakers: the new config's are closed.
     assert s[primary] == 0
     assert 'sluice_store_map_bytes{env="durable"}' in s
+
+
+def test_metrics_can_be_turned_off(gateway):
+    gw = admin_gateway(gateway, extra={"metrics": False})
+    assert chat(gw.port, "x").status == 200
+    time.sleep(0.1)
+    s = scrape(gw)
+    assert not any(k.startswith("sluice_requests_total") for k in s)
+    assert "sluice_open_connections" in s  # gauges still answer
