@@ -371,18 +371,20 @@ sl_server_run(const char *path, sl_config_t *cfg)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, &old);
-    for (; started < srv.nworkers; started++)
-        if (pthread_create(&srv.workers[started].thread, NULL, sl_worker_main,
-                           &srv.workers[started]) != 0)
-            break;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* The handlers go in before any worker serves: a SIGTERM that comes
+     * as soon as the first answer did must drain, not kill. */
     int signums[3] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
         sigs[i] = evsignal_new(srv.control, signums[i], on_signal, &srv);
         if (sigs[i] == NULL || event_add(sigs[i], NULL) != 0)
             goto stop;
     }
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    for (; started < srv.nworkers; started++)
+        if (pthread_create(&srv.workers[started].thread, NULL, sl_worker_main,
+                           &srv.workers[started]) != 0)
+            break;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     fprintf(stderr, "sluice: %d worker(s) serving (pid %d)\n", started,
             (int)getpid());
     if (started == srv.nworkers) {
