@@ -3,6 +3,7 @@
  * for the store's synced writes. */
 #include "admin_keys.h"
 #include "apikeys.h"
+#include "budget.h"
 #include "error.h"
 #include "store.h"
 #include "worker.h"
@@ -68,6 +69,9 @@ list(sl_request_t *r, sl_store_t *st) {
         store_error(r, rc);
         return;
     }
+    cJSON *it;
+    cJSON_ArrayForEach(it, recs)
+        sl_budget_describe_key(r->cfg, st, it);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddItemToObject(j, "keys", recs);
     send_json(r, 200, j);
@@ -116,9 +120,11 @@ sl_admin_keys(sl_request_t *r) {
     cJSON *rec = NULL;
     int rc = m == SL_METHOD_GET ? sl_apikey_get(st, id, &rec)
                                 : sl_apikey_revoke(st, id, &rec);
-    if (rc != 0)
+    if (rc != 0) {
         store_error(r, rc);
-    else
-        send_json(r, 200, rec);
+        return 1;
+    }
+    sl_budget_describe_key(r->cfg, st, rec);
+    send_json(r, 200, rec);
     return 1;
 }

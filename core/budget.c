@@ -365,3 +365,22 @@ sl_budget_report(const sl_config_t *cfg, sl_store_t *st, const char *only) {
     }
     return j;
 }
+
+void
+sl_budget_describe_key(const sl_config_t *cfg, sl_store_t *st, cJSON *record) {
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(record, "name");
+    cJSON *budget = NULL;
+    if (cJSON_IsString(name) &&
+        sl_budget_conf_find(cfg->usage, name->valuestring) != NULL) {
+        cJSON *all = sl_budget_report(cfg, st, name->valuestring);
+        cJSON *arr = cJSON_GetObjectItemCaseSensitive(all, "budgets");
+        cJSON *one = cJSON_DetachItemFromArray(arr, 0);
+        cJSON_Delete(all);
+        if (one != NULL) {
+            cJSON_DeleteItemFromObjectCaseSensitive(one, "consumer");
+            budget = one;
+        }
+    }
+    cJSON_AddItemToObject(record, "budget",
+                          budget != NULL ? budget : cJSON_CreateNull());
+}

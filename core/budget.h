@@ -49,6 +49,12 @@ void sl_budget_settle(sl_request_t *r, int64_t cost_micros, int64_t tokens);
 cJSON *sl_budget_report(const sl_config_t *cfg, sl_store_t *st,
                         const char *consumer);
 
+/* Adds "budget" to an API key record (cJSON object with "name", the
+ * consumer the auth plugin names): its budget as in sl_budget_report
+ * (daily_usd, monthly_usd, total_tokens), or null when it has none. */
+void sl_budget_describe_key(const sl_config_t *cfg, sl_store_t *st,
+                            cJSON *record);
+
 /* The UTC day number and month number (year * 12 + month) of a time. */
 int64_t sl_budget_day(int64_t unix_sec);
 int64_t sl_budget_month(int64_t unix_sec);

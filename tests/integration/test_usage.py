@@ -14,6 +14,7 @@ import pytest
 
 from conftest import SLUICE_BIN
 from helpers import Conn, chat, chat_body, http, wait_for
+from test_auth import PLUGIN_DIR as AUTH_DIR
 from test_plugins import PLUGIN_DIR, good
 from test_reload import admin, admin_gateway
 
@@ -404,3 +405,36 @@ def test_bad_pricing_and_budgets_are_refused_with_their_json_paths(
     assert p.returncode == 1
     assert "$.pricing.m.input: must be a number" in p.stderr, p.stderr
     assert "$.budgets.alice.weekly_usd: unknown key" in p.stderr, p.stderr
+
+
+def test_api_keys_of_the_auth_plugin_show_and_obey_their_budget(gateway):
+    # The auth plugin names the consumer after the key's name: a budget
+    # for that name is the key's budget.
+    extra = {
+        "pricing": PRICING,
+        "budgets": {"svc": {"daily_usd": 0.0001, "total_tokens": 1000}},
+        "plugin_dir": AUTH_DIR,
+        "plugins": {"auth": {"path": "auth.so", "config": {}}},
+        "routes": [{"path": CHAT, "plugins": ["auth"]}, {"path": "/healthz"}],
+    }
+    gw = admin_gateway(gateway, extra=extra)
+    made = admin(gw, "POST", "/admin/keys", body={"name": "svc"}).json()
+    other = admin(gw, "POST", "/admin/keys", body={"name": "free"}).json()
+    auth = {"Authorization": "Bearer " + made["key"]}
+    codes = []
+    for _ in range(4):
+        settled_budget(gw, "svc")
+        codes.append(chat(gw.port, "one two three", headers=auth).status)
+    assert codes == [200, 200, 200, 429], codes
+    shown = admin(gw, "GET", "/admin/keys/" + made["id"]).json()
+    assert shown["budget"]["daily_usd"]["limit"] == pytest.approx(1e-4)
+    assert shown["budget"]["daily_usd"]["spent"] == pytest.approx(114e-6)
+    assert shown["budget"]["total_tokens"]["spent"] == 18
+    assert admin(gw, "GET", "/admin/keys/" + other["id"]).json()[
+        "budget"] is None
+    listed = {k["name"]: k for k in admin(gw, "GET",
+                                          "/admin/keys").json()["keys"]}
+    assert listed["svc"]["budget"]["daily_usd"]["remaining"] == 0
+    assert listed["free"]["budget"] is None
+    assert chat(gw.port, "one two three", headers={
+        "Authorization": "Bearer " + other["key"]}).status == 200
