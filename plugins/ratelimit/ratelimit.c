@@ -480,7 +480,7 @@ on_request(void *instance, sluice_req_t *req) {
      * instances, which read the store, while this request is in flight. */
     for (size_t i = 0; rl->persist && i < n; i++)
         persist(rl, req, checks[i].b, win, checks[i].hash);
-    if (!need_tokens && !rl->persist)
+    if (!need_tokens)
         return SLUICE_CONTINUE;
     rl_state_t *st = h->alloc(req, sizeof(*st));
     if (st == NULL)
@@ -496,13 +496,15 @@ on_request(void *instance, sluice_req_t *req) {
 /* Settles the reservation against what the provider reported; with no
  * usage (an error, a client that went away, a RESPOND by a later plugin)
  * the whole reservation goes back. */
-static void
+static int
 settle(const rl_t *rl, sluice_req_t *req, rl_state_t *st) {
     int64_t prompt = 0, completion = 0;
     uint64_t used = 0;
     if (rl->host->usage(req, &prompt, &completion) == SLUICE_OK)
         used = (uint64_t)prompt + (uint64_t)completion;
     int64_t delta = (int64_t)used - (int64_t)st->reserved;
+    if (delta == 0)
+        return 0;
     for (size_t i = 0; i < st->n; i++) {
         rl_check_t *k = &st->c[i];
         if (k->tpm <= 0 || delta == 0)
@@ -512,17 +514,20 @@ settle(const rl_t *rl, sluice_req_t *req, rl_state_t *st) {
         else
             rl_add(&k->b->toks, st->win, (uint64_t)delta);
     }
+    return 1;
 }
 
-/* Once the request is over: settle, then queue the counts to the store. */
+/* Once the request is over: settle, then queue the new counts. */
 static sluice_verdict_t
 on_log(void *instance, sluice_req_t *req) {
     rl_t *rl = instance;
     rl_state_t *st = rl->host->state_get(req);
     if (st == NULL)
         return SLUICE_CONTINUE;
-    if (st->reserved > 0)
-        settle(rl, req, st);
+    /* Admission stored the request; only a settled reservation changes
+     * what the store holds. */
+    if (st->reserved == 0 || !settle(rl, req, st))
+        return SLUICE_CONTINUE;
     for (size_t i = 0; rl->persist && i < st->n; i++)
         persist(rl, req, st->c[i].b, st->win, st->c[i].hash);
     return SLUICE_CONTINUE;
