@@ -212,6 +212,37 @@ else
     echo "bench: no $BUILD/plugins/ratelimit.so: no plugins row" >&2
 fi
 
+# start_variant NAME: one more sluice from $TMP/sluice-NAME.json; its
+# port goes in VARIANT_PORT[NAME]. Returns non-zero when it did not start.
+declare -A VARIANT_PORT VARIANT_KEY
+start_variant() {
+    local name=$1 pid port
+    "${SERVER_CPU[@]}" "$SLUICE_BIN" -c "$TMP/sluice-$name.json" >"$TMP/sluice-$name.out" 2>&1 &
+    pid=$!
+    PIDS+=($pid)
+    port=$(wait_for_line "$TMP/sluice-$name.out" 'listening on 127\.0\.0\.1:[0-9]+' "$pid" |
+        sed 's/.*://') || { cat "$TMP/sluice-$name.out" >&2; return 1; }
+    VARIANT_PORT[$name]=$port
+}
+
+# The same gateway with its per-request metrics and request log off: the
+# pair (sluice, bare) shows what observability costs.
+cat >"$TMP/sluice-bare.json" <<EOF
+{
+  "listen": [{"addr": "127.0.0.1:0"}],
+  "workers": 1,
+  "data_dir": "$TMP/data-bare",
+  "providers": {
+    "mock": {"type": "openai", "base_url": "http://127.0.0.1:$MOCK_PORT/v1"}
+  },
+  "models": {"bench": {"targets": [{"provider": "mock", "model": "bench"}]}},
+  "metrics": false,
+  "request_log": {"enabled": false},
+  "access_log": "off"
+}
+EOF
+start_variant bare || echo "bench: the observability-off variant did not start" >&2
+
 PATH_CHAT=/v1/chat/completions
 DIRECT_URL=http://127.0.0.1:$MOCK_PORT$PATH_CHAT
 NGINX_URL=http://127.0.0.1:$NGINX_PORT$PATH_CHAT
@@ -227,6 +258,13 @@ if [ -n "$PLUGINS_LABEL" ]; then
     [ "$code" = 200 ] || { cat "$TMP/plugins.body" "$TMP/sluice-plugins.out" >&2; die "sluice with plugins answers $code"; }
     TARGETS+=(plugins)
 fi
+for name in "${!VARIANT_PORT[@]}"; do
+    if wait_ok "http://127.0.0.1:${VARIANT_PORT[$name]}$PATH_CHAT" "$CHAT_BODY"; then
+        TARGETS+=("$name")
+    else
+        echo "bench: variant $name does not answer; left out" >&2
+    fi
+done
 
 # ---- measure ---------------------------------------------------------------
 #
@@ -244,12 +282,13 @@ url_of() {
     nginx) echo "$NGINX_URL" ;;
     sluice) echo "$SLUICE_URL" ;;
     plugins) echo "$PLUGINS_URL" ;;
+    *) echo "http://127.0.0.1:${VARIANT_PORT[$1]}$PATH_CHAT" ;;
     esac
 }
 
 # auth_of TARGET: the API key its requests carry (only the plugins one).
 auth_of() {
-    if [ "$1" = plugins ]; then echo "$PLUGINS_KEY"; fi
+    if [ "$1" = plugins ]; then echo "$PLUGINS_KEY"; else echo "${VARIANT_KEY[$1]:-}"; fi
 }
 
 # wrk_once URL CONNS SECONDS BODY [KEY]: prints wrk's RESULT line, or a line that
@@ -368,6 +407,15 @@ report() {
         verdict=$(awk -v r="$ps" 'BEGIN { print (r != "n/a" && r >= 0.90) ? "PASS" : "FAIL" }')
         printf 'plugins cost  sluice+%s/sluice pass-through req/s, chat, 32 conns: %s   (bar >= 0.90)  %s\n' \
             "$PLUGINS_LABEL" "$ps" "$verdict"
+    fi
+
+    if [ -n "${RPS[chat bare 32]:-}" ]; then
+        local ob
+        ob=$(awk -v s="${RPS[chat sluice 32]:-0}" -v b="${RPS[chat bare 32]:-0}" \
+            'BEGIN { if (b > 0) printf "%.2f", s / b; else print "n/a" }')
+        verdict=$(awk -v r="$ob" 'BEGIN { print (r != "n/a" && r >= 0.95) ? "PASS" : "FAIL" }')
+        printf 'observability cost  sluice (metrics, request log, ledger)/bare req/s, chat, 32 conns: %s   (bar >= 0.95)  %s\n' \
+            "$ob" "$verdict"
     fi
 
     added_s=$((${P50[chat sluice 1]:-0} - ${P50[chat direct 1]:-0}))
