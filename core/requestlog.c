@@ -6,6 +6,7 @@
 #include "worker.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,18 +316,56 @@ jb_str(jbuf_t *b, const char *s, size_t n) {
     jb_add(b, "\"", 1);
 }
 
+/* Appends a string literal: no format parsing on the hot path. */
+#define JB_LIT(b, lit) jb_add((b), (lit), sizeof(lit) - 1)
+
+static void
+jb_u64(jbuf_t *b, uint64_t v) {
+    char tmp[24];
+    size_t n = sizeof(tmp);
+    do {
+        tmp[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    jb_add(b, tmp + n, sizeof(tmp) - n);
+}
+
+/* ,"key": */
+static void
+jb_key(jbuf_t *b, const char *key) {
+    JB_LIT(b, ",\"");
+    jb_add(b, key, strlen(key));
+    JB_LIT(b, "\":");
+}
+
 static void
 jb_key_str(jbuf_t *b, const char *key, const char *v) {
-    jb_printf(b, ",\"%s\":", key);
+    jb_key(b, key);
     jb_str(b, v, v != NULL ? strlen(v) : 0);
 }
 
 static void
 jb_key_num(jbuf_t *b, const char *key, long v) {
+    jb_key(b, key);
     if (v < 0)
-        jb_printf(b, ",\"%s\":null", key);
+        JB_LIT(b, "null");
     else
-        jb_printf(b, ",\"%s\":%ld", key, v);
+        jb_u64(b, (uint64_t)v);
+}
+
+/* Microseconds as milliseconds with three decimals, or null when < 0. */
+static void
+jb_key_ms(jbuf_t *b, const char *key, int64_t us) {
+    jb_key(b, key);
+    if (us < 0) {
+        JB_LIT(b, "null");
+        return;
+    }
+    char frac[4] = {(char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10),
+                    (char)('0' + us % 10), 0};
+    jb_u64(b, (uint64_t)(us / 1000));
+    JB_LIT(b, ".");
+    jb_add(b, frac, 3);
 }
 
 void
@@ -353,19 +392,34 @@ char *
 sl_reqlog_format(const sl_request_t *r, int64_t now_us, size_t *len) {
     jbuf_t b;
     jb_init(&b);
+    /* The date part changes once a second: format it once per second. */
+    static __thread time_t stamp_sec = -1;
+    static __thread char stamp[32];
+    static __thread size_t stamp_len;
     time_t sec = (time_t)(now_us / 1000000);
-    struct tm tm;
-    char stamp[32];
-    gmtime_r(&sec, &tm);
-    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-    jb_printf(&b, "{\"time\":\"%s.%06ldZ\",\"ts_us\":%lld", stamp,
-              (long)(now_us % 1000000), (long long)now_us);
+    if (sec != stamp_sec) {
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        stamp_len = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+        stamp_sec = sec;
+    }
+    char micro[8];
+    int64_t us = now_us % 1000000;
+    for (int i = 6; i >= 1; i--, us /= 10)
+        micro[i] = (char)('0' + us % 10);
+    micro[0] = '.';
+    micro[7] = 'Z';
+    JB_LIT(&b, "{\"time\":\"");
+    jb_add(&b, stamp, stamp_len);
+    jb_add(&b, micro, 8);
+    JB_LIT(&b, "\",\"ts_us\":");
+    jb_u64(&b, (uint64_t)now_us);
     jb_key_str(&b, "trace_id", r->trace_id[0] ? r->trace_id : NULL);
     jb_key_str(&b, "span_id", r->span_id[0] ? r->span_id : NULL);
     jb_key_str(&b, "parent_span_id", r->parent_id[0] ? r->parent_id : NULL);
-    jb_printf(&b, ",\"method\":");
+    JB_LIT(&b, ",\"method\":");
     jb_str(&b, r->http.method_str, r->http.method_str ? r->http.method_len : 0);
-    jb_printf(&b, ",\"path\":");
+    JB_LIT(&b, ",\"path\":");
     jb_str(&b, r->http.path, r->http.path ? r->http.path_len : 0);
     jb_key_str(&b, "route", r->route ? r->route->path : NULL);
     jb_key_str(&b, "consumer", r->consumer);
@@ -374,15 +428,16 @@ sl_reqlog_format(const sl_request_t *r, int64_t now_us, size_t *len) {
     jb_key_str(&b, "target_model", r->target_model);
     jb_key_num(&b, "status", r->status);
     uint64_t now = sl_now_us();
-    double latency = r->t_start ? (double)(now - r->t_start) / 1000.0 : 0;
-    jb_printf(&b, ",\"stream\":%s,\"latency_ms\":%.3f,\"upstream_ms\":%.3f",
-              r->streaming ? "true" : "false", latency,
-              (double)r->upstream_us / 1000.0);
-    if (r->streaming && r->t_first_byte > r->t_start && r->t_start != 0)
-        jb_printf(&b, ",\"ttft_ms\":%.3f",
-                  (double)(r->t_first_byte - r->t_start) / 1000.0);
+    if (r->streaming)
+        JB_LIT(&b, ",\"stream\":true");
     else
-        jb_printf(&b, ",\"ttft_ms\":null");
+        JB_LIT(&b, ",\"stream\":false");
+    jb_key_ms(&b, "latency_ms", r->t_start ? (int64_t)(now - r->t_start) : 0);
+    jb_key_ms(&b, "upstream_ms", (int64_t)r->upstream_us);
+    jb_key_ms(&b, "ttft_ms",
+              r->streaming && r->t_start != 0 && r->t_first_byte > r->t_start
+                  ? (int64_t)(r->t_first_byte - r->t_start)
+                  : -1);
     jb_key_num(&b, "prompt_tokens", r->prompt_tokens);
     jb_key_num(&b, "completion_tokens", r->completion_tokens);
     jb_key_num(&b, "total_tokens", r->total_tokens);
@@ -395,13 +450,13 @@ sl_reqlog_format(const sl_request_t *r, int64_t now_us, size_t *len) {
                   (long long)(r->cost_micros / 1000000),
                   (long long)(r->cost_micros % 1000000));
     else
-        jb_printf(&b, ",\"cost\":null");
+        JB_LIT(&b, ",\"cost\":null");
     jb_key_num(&b, "attempts", r->attempts);
     jb_key_num(&b, "bytes_in", (long)r->bytes_in);
     jb_key_num(&b, "bytes_out", (long)r->bytes_out);
     jb_key_str(&b, "error", r->error_code);
     if (r->route != NULL && r->route->nplugins > 0) {
-        jb_printf(&b, ",\"plugins\":[");
+        JB_LIT(&b, ",\"plugins\":[");
         for (size_t i = 0; i < r->route->nplugins; i++) {
             if (i > 0)
                 jb_add(&b, ",", 1);
@@ -411,14 +466,14 @@ sl_reqlog_format(const sl_request_t *r, int64_t now_us, size_t *len) {
     }
     const sl_pipe_t *pp = r->pipe;
     if (pp != NULL && pp->verdict_plugin != NULL) {
-        jb_printf(&b, ",\"verdict\":{\"plugin\":");
+        JB_LIT(&b, ",\"verdict\":{\"plugin\":");
         jb_str(&b, pp->verdict_plugin, strlen(pp->verdict_plugin));
         jb_printf(&b, ",\"action\":\"%s\",\"phase\":\"%s\"}", pp->verdict,
                   sl_pipeline_phase_name(pp->verdict_phase));
     }
     if (pp != NULL && pp->nattrs > 0) {
         /* What the plugins told each other (a key id, its limits). */
-        jb_printf(&b, ",\"attributes\":{");
+        JB_LIT(&b, ",\"attributes\":{");
         for (size_t i = 0; i < pp->nattrs; i++) {
             if (i > 0)
                 jb_add(&b, ",", 1);
@@ -431,12 +486,12 @@ sl_reqlog_format(const sl_request_t *r, int64_t now_us, size_t *len) {
     if (r->plugin_log != NULL && r->plugin_log[0] == ',') {
         /* Fields plugins log (cache, guardrail): already JSON members,
          * kept apart so that none can shadow a field of ours. */
-        jb_printf(&b, ",\"plugin_fields\":{");
+        JB_LIT(&b, ",\"plugin_fields\":{");
         jb_add(&b, r->plugin_log + 1, strlen(r->plugin_log + 1));
         jb_add(&b, "}", 1);
     }
     if (r->log_up_body != NULL) {
-        jb_printf(&b, ",\"request_body\":");
+        JB_LIT(&b, ",\"request_body\":");
         jb_str(&b, r->log_up_body, r->log_up_body_len);
     }
     if (r->log_stream_text != NULL) {
@@ -449,10 +504,10 @@ sl_reqlog_format(const sl_request_t *r, int64_t now_us, size_t *len) {
             while (n > 0 && ((unsigned char)p[n] & 0xC0) == 0x80)
                 n--;
         }
-        jb_printf(&b, ",\"response_text\":");
+        JB_LIT(&b, ",\"response_text\":");
         jb_str(&b, p, n);
     } else if (r->log_answer != NULL) {
-        jb_printf(&b, ",\"response_text\":");
+        JB_LIT(&b, ",\"response_text\":");
         jb_str(&b, r->log_answer, r->log_answer_len);
     }
     jb_add(&b, "}", 1);
@@ -474,6 +529,94 @@ wall_us(void) {
     return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
+/* Records wait a moment on their worker thread and go to the store in
+ * bursts: the writer thread is woken once per burst instead of once per
+ * request, which at tens of thousands of requests a second is most of
+ * what a record costs. A thread's last records go at its exit. */
+#define BATCH_MAX 256
+#define BATCH_MS 20
+
+typedef struct {
+    unsigned char key[SL_REQLOG_KEY_LEN];
+    char *val;
+    size_t len;
+    int64_t ttl_ms;
+} pending_t;
+
+typedef struct {
+    sl_store_t *st;
+    struct event *timer;
+    size_t n;
+    pending_t items[BATCH_MAX];
+} batch_t;
+
+static pthread_key_t batch_key;
+static pthread_once_t batch_once = PTHREAD_ONCE_INIT;
+static int batch_key_ok;
+
+static void
+batch_flush(batch_t *bt) {
+    for (size_t i = 0; i < bt->n; i++) {
+        pending_t *it = &bt->items[i];
+        /* Refused (a full queue) is dropped: the store counts it. */
+        sl_store_put_async(bt->st, SL_STORE_REQUESTLOG, NULL, it->key,
+                           sizeof(it->key), it->val, it->len, it->ttl_ms, NULL,
+                           NULL);
+        free(it->val);
+    }
+    bt->n = 0;
+}
+
+static void
+on_batch_timer(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    batch_flush(arg);
+}
+
+/* Thread exit: the worker's loop has stopped, its event_base and the
+ * store are still there (both are freed after the join). */
+static void
+batch_exit(void *arg) {
+    batch_t *bt = arg;
+    batch_flush(bt);
+    if (bt->timer != NULL)
+        event_free(bt->timer);
+    free(bt);
+}
+
+static void
+batch_key_make(void) {
+    batch_key_ok = pthread_key_create(&batch_key, batch_exit) == 0;
+}
+
+static batch_t *
+batch_self(sl_store_t *st, struct event_base *base) {
+    pthread_once(&batch_once, batch_key_make);
+    if (!batch_key_ok)
+        return NULL;
+    batch_t *bt = pthread_getspecific(batch_key);
+    if (bt != NULL) {
+        if (bt->st != st) { /* another store (tests): not mixed */
+            batch_flush(bt);
+            bt->st = st;
+        }
+        return bt;
+    }
+    bt = calloc(1, sizeof(*bt));
+    if (bt == NULL)
+        return NULL;
+    bt->st = st;
+    bt->timer = evtimer_new(base, on_batch_timer, bt);
+    if (bt->timer == NULL || pthread_setspecific(batch_key, bt) != 0) {
+        if (bt->timer != NULL)
+            event_free(bt->timer);
+        free(bt);
+        return NULL;
+    }
+    return bt;
+}
+
 void
 sl_reqlog_write(sl_store_t *st, const sl_request_t *r) {
     static __thread uint32_t seq;
@@ -490,13 +633,29 @@ sl_reqlog_write(sl_store_t *st, const sl_request_t *r) {
     char *val = sl_reqlog_format(r, now, &len);
     if (val == NULL)
         return;
-    unsigned char key[SL_REQLOG_KEY_LEN];
-    sl_reqlog_key(key, now, (unsigned)r->w->id, seq++);
     /* The expiry backs the sweep up: what the sweep misses still goes. */
     int64_t ttl = (int64_t)cfg->reqlog_max_age_hours * 3600 * 1000;
-    sl_store_put_async(st, SL_STORE_REQUESTLOG, NULL, key, sizeof(key), val,
-                       len, ttl, NULL, NULL);
-    free(val);
+    batch_t *bt = batch_self(st, r->w->base);
+    if (bt == NULL) {
+        unsigned char key[SL_REQLOG_KEY_LEN];
+        sl_reqlog_key(key, now, (unsigned)r->w->id, seq++);
+        sl_store_put_async(st, SL_STORE_REQUESTLOG, NULL, key, sizeof(key), val,
+                           len, ttl, NULL, NULL);
+        free(val);
+        return;
+    }
+    pending_t *it = &bt->items[bt->n++];
+    sl_reqlog_key(it->key, now, (unsigned)r->w->id, seq++);
+    it->val = val;
+    it->len = len;
+    it->ttl_ms = ttl;
+    if (bt->n == BATCH_MAX) {
+        evtimer_del(bt->timer);
+        batch_flush(bt);
+    } else if (bt->n == 1) {
+        struct timeval tv = {0, BATCH_MS * 1000};
+        evtimer_add(bt->timer, &tv);
+    }
 }
 
 /* ---- retention ---- */

@@ -309,6 +309,22 @@ def test_cost_and_token_kinds_are_recorded(gateway):
     assert '"cost":0.000038' in raw  # exact, never float noise
 
 
+def test_records_of_the_last_moment_survive_a_restart(gateway):
+    gw = admin_gateway(gateway)
+    c = Conn(gw.port)
+    for i in range(3):
+        c.request("POST", CHAT, chat_body("last words %d" % i))
+        assert c.read_response().status == 200
+    c.close()
+    # Stopped at once: records still waiting on their worker go to the
+    # store as it stops, not lost.
+    assert gw.terminate() == 0
+    again = admin_gateway(gateway)  # the same data_dir
+    got = logs(again)
+    assert len(got) == 3, got
+    assert all(e["status"] == 200 for e in got)
+
+
 def test_request_log_can_be_turned_off(gateway):
     gw = admin_gateway(gateway, extra={"request_log": {"enabled": False}})
     assert chat(gw.port, "x").status == 200
