@@ -89,10 +89,10 @@ wait_for_line() {
 
 # Waits until a POST of BODY to URL answers 200.
 wait_ok() {
-    local url=$1 body=$2 code
+    local url=$1 body=$2 key=${3:-} code
     for _ in $(seq 1 100); do
         code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
-            --data-binary "$body" "$url")
+            ${key:+-H "Authorization: Bearer $key"} --data-binary "$body" "$url")
         [ "$code" = 200 ] && return 0
         sleep 0.05
     done
@@ -243,6 +243,63 @@ cat >"$TMP/sluice-bare.json" <<EOF
 EOF
 start_variant bare || echo "bench: the observability-off variant did not start" >&2
 
+# The full pipeline in the documented order -- auth (when built),
+# ratelimit, pii, guardrails, cache -- with the cache on its miss path
+# (max_entry_bytes 1: every request is keyed and looked up, and its answer
+# is never stored), and a gateway whose route has the cache alone, so that
+# after the first request every one is a hit that never reaches the mock.
+PIPELINE_LABEL=""
+if [ -f "$BUILD/plugins/ratelimit.so" ] && [ -f "$BUILD/plugins/pii.so" ] &&
+    [ -f "$BUILD/plugins/guardrails.so" ] && [ -f "$BUILD/plugins/cache.so" ]; then
+    PIPE_LIST='"ratelimit", "pii", "guardrails", "cache"'
+    PIPELINE_LABEL="ratelimit + pii + guardrails + cache (miss)"
+    PIPE_AUTH=""
+    if [ -f "$BUILD/plugins/auth.so" ]; then
+        PIPE_LIST='"auth", '"$PIPE_LIST"
+        PIPELINE_LABEL="auth + $PIPELINE_LABEL"
+        PIPE_AUTH='"auth": {"path": "auth.so", "config": {}},'
+    fi
+    for which in pipeline cachehit; do
+        if [ "$which" = pipeline ]; then
+            entries="$PIPE_AUTH
+    \"ratelimit\": {\"path\": \"ratelimit.so\",
+                  \"config\": {\"requests_per_minute\": 1000000000,
+                             \"tokens_per_minute\": 1000000000000}},
+    \"pii\": {\"path\": \"pii.so\", \"config\": {}},
+    \"guardrails\": {\"path\": \"guardrails.so\", \"config\": {}},
+    \"cache\": {\"path\": \"cache.so\", \"config\": {\"max_entry_bytes\": 1}}"
+            list=$PIPE_LIST
+        else
+            entries='"cache": {"path": "cache.so", "config": {"scope": "shared"}}'
+            list='"cache"'
+        fi
+        cat >"$TMP/sluice-$which.json" <<EOF
+{
+  "listen": [{"addr": "127.0.0.1:0"}],
+  "workers": 1,
+  "data_dir": "$TMP/data-$which",
+  "plugin_dir": "$BUILD/plugins",
+  "providers": {
+    "mock": {"type": "openai", "base_url": "http://127.0.0.1:$MOCK_PORT/v1"}
+  },
+  "models": {"bench": {"targets": [{"provider": "mock", "model": "bench"}]}},
+  "plugins": {
+    $entries
+  },
+  "routes": [{"path": "/v1/chat/completions", "plugins": [$list]}],
+  "access_log": "off"
+}
+EOF
+        if [ "$which" = pipeline ] && [ -n "$PIPE_AUTH" ]; then
+            VARIANT_KEY[pipeline]=$("$SLUICE_BIN" keys create --name bench -c "$TMP/sluice-pipeline.json" 2>"$TMP/keys.err") ||
+                { cat "$TMP/keys.err" >&2; die "sluice keys create failed"; }
+        fi
+        start_variant "$which" || echo "bench: the $which variant did not start" >&2
+    done
+else
+    echo "bench: pii, guardrails, cache or ratelimit not built: no pipeline and cachehit rows" >&2
+fi
+
 PATH_CHAT=/v1/chat/completions
 DIRECT_URL=http://127.0.0.1:$MOCK_PORT$PATH_CHAT
 NGINX_URL=http://127.0.0.1:$NGINX_PORT$PATH_CHAT
@@ -259,7 +316,8 @@ if [ -n "$PLUGINS_LABEL" ]; then
     TARGETS+=(plugins)
 fi
 for name in "${!VARIANT_PORT[@]}"; do
-    if wait_ok "http://127.0.0.1:${VARIANT_PORT[$name]}$PATH_CHAT" "$CHAT_BODY"; then
+    if wait_ok "http://127.0.0.1:${VARIANT_PORT[$name]}$PATH_CHAT" "$CHAT_BODY" \
+        "${VARIANT_KEY[$name]:-}"; then
         TARGETS+=("$name")
     else
         echo "bench: variant $name does not answer; left out" >&2
@@ -379,6 +437,7 @@ report() {
         "$("$SLUICE_BIN" --version), $("$NGINX" -v 2>&1 | sed 's/.*: //')," \
         "1 worker each, $([ ${#SERVER_CPU[@]} -gt 0 ] && echo "wrk on CPU 0, servers on CPU 1" || echo "not pinned")"
     [ -z "$PLUGINS_LABEL" ] || echo "plugins = sluice with $PLUGINS_LABEL on the chat route"
+    [ -z "$PIPELINE_LABEL" ] || echo "pipeline = sluice with $PIPELINE_LABEL; cachehit = sluice with the cache alone, every request a hit"
     echo
     printf '%-7s %-8s %6s %10s %10s %10s %7s\n' kind target conns 'req/s' 'p50 ms' 'p99 ms' errors
     for key in "${ROWS[@]}"; do
@@ -416,6 +475,21 @@ report() {
         verdict=$(awk -v r="$ob" 'BEGIN { print (r != "n/a" && r >= 0.95) ? "PASS" : "FAIL" }')
         printf 'observability cost  sluice (metrics, request log, ledger)/bare req/s, chat, 32 conns: %s   (bar >= 0.95)  %s\n' \
             "$ob" "$verdict"
+    fi
+
+    if [ -n "${RPS[chat pipeline 32]:-}" ]; then
+        pr=$(awk -v s="${RPS[chat pipeline 32]:-0}" -v n="${RPS[chat nginx 32]:-0}" \
+            'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
+        verdict=$(awk -v r="$pr" 'BEGIN { print (r != "n/a" && r >= 0.4) ? "PASS" : "FAIL" }')
+        printf 'full pipeline ratio  sluice+%s/nginx req/s, chat, 32 conns: %s   (bar >= 0.4)  %s\n' \
+            "$PIPELINE_LABEL" "$pr" "$verdict"
+    fi
+    if [ -n "${RPS[chat cachehit 32]:-}" ]; then
+        pr=$(awk -v s="${RPS[chat cachehit 32]:-0}" -v n="${RPS[chat nginx 32]:-0}" \
+            'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
+        verdict=$(awk -v r="$pr" 'BEGIN { print (r != "n/a" && r >= 1.0) ? "PASS" : "FAIL" }')
+        printf 'cache hit ratio  sluice cache hits/nginx req/s, chat, 32 conns: %s   (bar >= 1.0)  %s\n' \
+            "$pr" "$verdict"
     fi
 
     added_s=$((${P50[chat sluice 1]:-0} - ${P50[chat direct 1]:-0}))

@@ -112,9 +112,11 @@ mark(cache_t *c, sluice_req_t *req, const char *what)
 {
     c->h->response_header_set(req, "x-sluice-cache", what);
     c->h->log_field_set(req, "cache", what);
-    char labels[32];
-    snprintf(labels, sizeof(labels), "result=\"%s\"", what);
-    c->h->metric_add(req, "cache_requests_total", labels, 1);
+    c->h->metric_add(req, "cache_requests_total",
+                     what[0] == 'h'   ? "result=\"hit\""
+                     : what[0] == 'm' ? "result=\"miss\""
+                                      : "result=\"bypass\"",
+                     1);
 }
 
 /* Cache-Control: no-cache (or no-store) on the request skips the cache. */
@@ -152,8 +154,11 @@ make_key(creq_t *st, const char *model, const char *scope,
         return -1;
     memcpy(st->key, "e:", 2);
     memcpy(st->key + 2, model, ml + 1); /* with its NUL */
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(st->key + 3 + ml + 2 * i, 3, "%02x", md[i]);
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < 32; i++) {
+        st->key[3 + ml + 2 * i] = hex[md[i] >> 4];
+        st->key[3 + ml + 2 * i + 1] = hex[md[i] & 15];
+    }
     st->klen = 3 + ml + 64;
     return 0;
 }
