@@ -1249,13 +1249,14 @@ load_admin(ctx_t *c, sl_config_t *cfg, const cJSON *v) {
         cfg->admin_token = cfg_strdup(c, tok);
 }
 
-/* $.pricing and $.budgets: pricing.c validates them; its errors are
- * ours. */
+/* $.pricing, $.budgets and $.ledger: pricing.c validates them; its
+ * errors are ours. */
 static void
 load_usage(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
     sl_config_errors_t e = {0};
     int rc = sl_usage_conf_load(member(root, "pricing"),
-                                member(root, "budgets"), &cfg->usage, &e);
+                                member(root, "budgets"), member(root, "ledger"),
+                                &cfg->usage, &e);
     size_t n = e.count;
     for (size_t i = 0; i < n; i++)
         cfg_err(c, e.items[i].path, "%s", e.items[i].message);
@@ -1272,7 +1273,7 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
         "listen",  "workers",   "data_dir",   "admin",
         "plugins", "providers", "models",     "allow_direct_models",
         "routes",  "limits",    "access_log", "plugin_dir", "store",
-        "request_log", "pricing", "budgets", "metrics", NULL};
+        "request_log", "pricing", "budgets", "metrics", "ledger", NULL};
     const cJSON *v;
     long workers = sysconf(_SC_NPROCESSORS_ONLN);
 

@@ -143,13 +143,21 @@ load_budget(sl_budget_conf_t *b, const cJSON *v, const char *path,
 
 int
 sl_usage_conf_load(const cJSON *pricing, const cJSON *budgets,
-                   sl_usage_conf_t **out, sl_config_errors_t *errs) {
+                   const cJSON *ledger, sl_usage_conf_t **out,
+                   sl_config_errors_t *errs) {
     char p[256];
     int bad = 0;
     *out = NULL;
     sl_usage_conf_t *u = calloc(1, sizeof(*u));
     if (u == NULL)
         return SL_ENOMEM;
+    u->ledger = 1;
+    if (ledger != NULL && !cJSON_IsBool(ledger)) {
+        sl_config_error_add(errs, 0, "$.ledger", "must be true or false");
+        bad = 1;
+    } else if (ledger != NULL) {
+        u->ledger = cJSON_IsTrue(ledger);
+    }
     if (pricing != NULL && !cJSON_IsObject(pricing)) {
         sl_config_error_add(errs, 0, "$.pricing", "must be an object");
         bad = 1;

@@ -23,17 +23,19 @@ typedef struct {
 } sl_budget_conf_t;
 
 typedef struct sl_usage_conf {
+    int ledger; /* "ledger": false turns the usage ledger off; default on */
     sl_price_t *prices;
     size_t nprices;
     sl_budget_conf_t *budgets;
     size_t nbudgets;
 } sl_usage_conf_t;
 
-/* Validates $.pricing and $.budgets (either may be NULL: absent) and
- * builds *out; every problem goes to errs with its JSON path. 0, SL_ECONFIG
- * (errors appended; *out NULL) or SL_ENOMEM. */
+/* Validates $.pricing, $.budgets and $.ledger (any may be NULL: absent)
+ * and builds *out; every problem goes to errs with its JSON path. 0,
+ * SL_ECONFIG (errors appended; *out NULL) or SL_ENOMEM. */
 int sl_usage_conf_load(const cJSON *pricing, const cJSON *budgets,
-                       sl_usage_conf_t **out, sl_config_errors_t *errs);
+                       const cJSON *ledger, sl_usage_conf_t **out,
+                       sl_config_errors_t *errs);
 void sl_usage_conf_free(sl_usage_conf_t *u);
 
 /* The price for a call: "provider/target_model" first, then the provider's

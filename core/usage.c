@@ -63,7 +63,8 @@ sl_usage_request_done(sl_worker_t *w, sl_request_t *r) {
     int64_t tokens =
         r->total_tokens >= 0 ? r->total_tokens : prompt + completion;
     sl_budget_settle(r, r->cost_micros, tokens);
-    if (w->srv == NULL || w->srv->store == NULL)
+    if (w->srv == NULL || w->srv->store == NULL ||
+        (r->cfg->usage != NULL && !r->cfg->usage->ledger))
         return;
     if (w->ledger == NULL) {
         w->ledger =

@@ -110,6 +110,17 @@ def test_each_request_cost_is_in_the_access_log_and_the_metrics(gateway):
         "0.000006"
 
 
+def test_ledger_false_keeps_costs_but_records_nothing(gateway):
+    extra = usage_config()
+    extra["ledger"] = False
+    gw = admin_gateway(gateway, extra=extra)
+    for _ in range(3):
+        assert chat(gw.port, "one two three").status == 200
+    assert log_lines(gw, 3)[0]["cost"] == pytest.approx(COST3 / 1e6)
+    time.sleep(0.3)  # three flush intervals
+    assert usage(gw)["total"]["requests"] == 0
+
+
 def test_unpriced_and_failed_requests_cost_null(gateway):
     gw = admin_gateway(gateway, extra=usage_config())
     assert chat(gw.port, "hi", model="upstream/other").status == 200

@@ -172,6 +172,24 @@ test_budgets_config_keeps_absent_limits_unlimited(void **state) {
 }
 
 static void
+test_ledger_switch_defaults_on_and_must_be_a_boolean(void **state) {
+    (void)state;
+    sl_config_errors_t e = {0};
+    sl_config_t *cfg = load("{\"workers\":1}", &e);
+    assert_non_null(cfg);
+    assert_true(cfg->usage->ledger);
+    sl_config_free(cfg);
+    cfg = load("{\"ledger\":false}", &e);
+    assert_non_null(cfg);
+    assert_false(cfg->usage->ledger);
+    sl_config_free(cfg);
+    cfg = load("{\"ledger\":\"no\"}", &e);
+    assert_null(cfg);
+    assert_true(has_error(&e, "$.ledger", "true or false"));
+    sl_config_errors_free(&e);
+}
+
+static void
 test_meter_refuses_what_does_not_fit_and_settles_actuals(void **state) {
     (void)state;
     sl_meter_t m = {0};
@@ -244,6 +262,7 @@ main(void) {
             test_pricing_prefers_provider_model_then_model_then_alias),
         cmocka_unit_test(test_pricing_and_budget_errors_name_their_json_paths),
         cmocka_unit_test(test_budgets_config_keeps_absent_limits_unlimited),
+        cmocka_unit_test(test_ledger_switch_defaults_on_and_must_be_a_boolean),
         cmocka_unit_test(
             test_meter_refuses_what_does_not_fit_and_settles_actuals),
         cmocka_unit_test(test_meter_settles_a_reservation_from_an_ended_window),
