@@ -141,6 +141,24 @@ def test_tokens_are_reserved_then_settled_to_the_actual_usage(gateway):
                                (4 + 500))
 
 
+def test_an_upstream_error_has_the_headers_and_gives_tokens_back(gateway):
+    fresh_window()
+    gw = gateway(extra=rl_config({"requests_per_minute": 50,
+                                  "tokens_per_minute": 10000}))
+    body = chat_body("x [mock:status=400]", model="gpt-test")  # 19 chars
+    body["max_tokens"] = 100
+    r = http(gw.port, "POST", CHAT, body)
+    assert r.status == 400, r
+    assert r.header("x-ratelimit-remaining-requests") == "49"
+    assert tokens_left(r) == 10000 - (5 + 100)
+    time.sleep(0.1)
+    body = chat_body("y", model="echo")
+    body["max_tokens"] = 100
+    r = http(gw.port, "POST", CHAT, body)
+    assert r.status == 200, r
+    assert tokens_left(r) == 10000 - (1 + 100)  # the error's went back
+
+
 def test_a_request_too_large_for_the_limit_is_refused(gateway):
     fresh_window()
     gw = gateway(extra=rl_config({"tokens_per_minute": 100}))
