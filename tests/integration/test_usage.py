@@ -110,6 +110,20 @@ def test_each_request_cost_is_in_the_access_log_and_the_metrics(gateway):
         "0.000006"
 
 
+def test_a_stream_is_priced_even_when_the_client_asks_no_usage(gateway):
+    gw = admin_gateway(gateway, extra=usage_config())
+    r = chat(gw.port, "one two three", stream=True)
+    assert r.status == 200 and b"[DONE]" in r.body, r
+    # The gateway asked the upstream for usage; the client gets none.
+    assert b'"prompt_tokens"' not in r.body
+    r = chat(gw.port, "one two three", model="echo", stream=True)
+    assert r.status == 200, r
+    lines = {l["model"]: l for l in log_lines(gw, 2)}
+    assert lines["gpt-test"]["stream"] is True
+    assert lines["gpt-test"]["cost"] == pytest.approx(COST3 / 1e6)
+    assert lines["echo"]["cost"] == pytest.approx(6e-6)
+
+
 def test_ledger_false_keeps_costs_but_records_nothing(gateway):
     extra = usage_config()
     extra["ledger"] = False
