@@ -131,6 +131,22 @@ sl_reqlog_upstream(sl_request_t *r, const struct curl_slist *base,
         return base;
     node->data = line;
     node->next = (struct curl_slist *)base;
+    /* tracestate goes along with the trace it belongs to, as it came (the
+     * W3C spec lets a participant that adds nothing pass it unchanged);
+     * with a trace of our own it would describe someone else's. */
+    const sl_http_header_t *ts =
+        r->parent_id[0] != '\0' ? sl_http_header_find(&r->http, "tracestate")
+                                : NULL;
+    if (ts != NULL && ts->value_len > 0 && ts->value_len <= 512) {
+        struct curl_slist *tn = sl_arena_alloc(r->arena, sizeof(*tn));
+        char *tl = sl_arena_printf(r->arena, "tracestate: %.*s",
+                                   (int)ts->value_len, ts->value);
+        if (tn != NULL && tl != NULL) {
+            tn->data = tl;
+            tn->next = node;
+            return tn;
+        }
+    }
     return node;
 }
 

@@ -227,6 +227,14 @@ def test_traceparent_goes_to_the_upstream_with_a_new_span(gateway, mock):
     assert e["trace_id"] == TRACE
     assert e["parent_span_id"] == SPAN
     assert e["span_id"] == span  # the upstream's parent is our span
+    assert upstream_header(mock, "tracestate") is None
+    # A tracestate travels with a trace the request joined, unchanged.
+    r = chat(gw.port, "with state", headers={
+        "traceparent": tp, "tracestate": "vendor=abc,other=1"})
+    assert upstream_header(mock, "tracestate") == "vendor=abc,other=1"
+    r = chat(gw.port, "bad parent", headers={
+        "traceparent": "garbage", "tracestate": "vendor=abc"})
+    assert upstream_header(mock, "tracestate") is None
     line = wait_for(lambda: [l for l in gw.access_log()
                              if l.get("trace_id") == TRACE])
     assert line and line[0]["path"] == CHAT
