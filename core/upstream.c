@@ -23,6 +23,8 @@ struct sl_upcall {
     int got_body;
     int bad_framing;
     int aborted_by_cb;
+    int not_post; /* the pooled handle was set up for another method */
+    void (*on_header)(void *ud, const char *line, size_t len);
     const char *why;
     char retry_after[32];
     char content_type[128];
@@ -358,12 +360,16 @@ on_header(char *buf, size_t size, size_t nitems, void *ud)
             c->why = "upstream status line does not end in CRLF";
             return 0;
         }
+        if (c->on_header != NULL)
+            c->on_header(c->ud, buf, len - 2);
         return len;
     }
     if (sl_upstream_check_header(&c->check, buf, len, &c->why) != 0) {
         c->bad_framing = 1;
         return 0;
     }
+    if (c->on_header != NULL && len > 2)
+        c->on_header(c->ud, buf, len - 2);
     if (len > 12 && strncasecmp(buf, "Retry-After:", 12) == 0)
         copy_value(c->retry_after, sizeof(c->retry_after), buf, len, 11);
     else if (len > 13 && strncasecmp(buf, "Content-Type:", 13) == 0)
@@ -496,6 +502,27 @@ upcall_get(sl_upstream_t *u)
     return c;
 }
 
+/* Another method than the POST pooled handles are set up for; the next
+ * POST on this handle puts POST back. */
+static void
+set_method(sl_upcall_t *c, const char *method)
+{
+    CURL *e = c->easy;
+    c->not_post = 1;
+    curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+    if (strcmp(method, "GET") == 0) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+    } else if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+}
+
 sl_upcall_t *
 sl_upcall_start(sl_upstream_t *u, const sl_upcall_params_t *p,
                 const sl_upcall_ops_t *ops, void *ud)
@@ -505,6 +532,7 @@ sl_upcall_start(sl_upstream_t *u, const sl_upcall_params_t *p,
         return NULL;
     c->ops = ops;
     c->ud = ud;
+    c->on_header = p->on_header;
     c->status = 0;
     c->got_body = c->bad_framing = c->aborted_by_cb = 0;
     c->why = NULL;
@@ -515,6 +543,15 @@ sl_upcall_start(sl_upstream_t *u, const sl_upcall_params_t *p,
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->headers);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, p->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->body_len);
+    /* After the body: setting POSTFIELDS makes the request a POST again. */
+    if (p->method != NULL && strcmp(p->method, "POST") != 0) {
+        set_method(c, p->method);
+    } else if (c->not_post) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+        curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        c->not_post = 0;
+    }
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, p->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, p->timeout_ms);
     if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {

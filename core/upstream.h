@@ -19,6 +19,15 @@ typedef struct {
     long connect_timeout_ms;
     long first_byte_timeout_ms; /* until the first body byte */
     long timeout_ms;            /* the whole transfer */
+    /* "GET", "PUT", "DELETE", "HEAD"...; NULL (or "POST") is a POST, as
+     * every provider call is. body is sent with any method but GET and
+     * HEAD. */
+    const char *method;
+    /* Optional: gets each response head line as received, CRLF removed,
+     * with the call's ud -- a status line ("HTTP/1.1 200 OK") starts a
+     * head (1xx heads may come before the last one), then "Name: value"
+     * lines. */
+    void (*on_header)(void *ud, const char *line, size_t len);
 } sl_upcall_params_t;
 
 typedef struct {
@@ -34,7 +43,8 @@ typedef struct {
 sl_upstream_t *sl_upstream_create(struct event_base *base);
 void sl_upstream_destroy(sl_upstream_t *u);
 
-/* Starts a POST. Returns NULL on failure (out of memory). */
+/* Starts a request (a POST unless p->method says otherwise). Returns NULL
+ * on failure (out of memory). */
 sl_upcall_t *sl_upcall_start(sl_upstream_t *u, const sl_upcall_params_t *p,
                              const sl_upcall_ops_t *ops, void *ud);
 /* Stops a call at once (the client went away); no callback follows. */
