@@ -171,6 +171,9 @@ sl_accesslog_write(sl_accesslog_t *l, const sl_request_t *r)
         n += (size_t)snprintf(n < cap ? line + n : NULL, n < cap ? cap - n : 0,
                               "%s", r->plugin_log);
     n = put_str(line, cap, n, "trace_id", r->trace_id[0] ? r->trace_id : NULL);
+    /* A Lua script's ctx.vars, already JSON; whole or not at all. */
+    if (r->vars != NULL && n + strlen(r->vars) + 8 < cap)
+        n += (size_t)snprintf(line + n, cap - n, ",\"vars\":%s", r->vars);
     if (n >= cap)
         n = cap - 1; /* a line never splits: cut, still one line */
     line[n++] = '}';

@@ -925,10 +925,47 @@ load_route_plugins(ctx_t *c, sl_route_t *r, const cJSON *obj,
     }
 }
 
+static char *resolve_plugin_dir(ctx_t *c, const sl_config_t *cfg,
+                                const char *dir);
+
+/* The route's script, its limits and its config; lua/ checks the script
+ * itself when the snapshot is built. */
+static void
+load_route_lua(ctx_t *c, const sl_config_t *cfg, sl_route_t *r,
+               const cJSON *obj, const char *path) {
+    static const char *const keys[] = {"instructions", "timeout_ms",
+                                       "memory_mb", NULL};
+    const cJSON *v;
+    char p[256];
+
+    r->lua_instructions = 10000000;
+    r->lua_timeout_ms = 30000;
+    r->lua_memory_mb = 64;
+    if (dup_string(c, obj, path, "lua", 0, &r->lua) == 1)
+        r->lua_file = resolve_plugin_dir(c, cfg, r->lua);
+    path_key(p, sizeof(p), path, "lua_limits");
+    if ((v = member(obj, "lua_limits")) != NULL && want_object(c, v, p)) {
+        check_keys(c, v, p, keys);
+        get_int(c, v, p, "instructions", 1000, 100000000000L,
+                &r->lua_instructions);
+        get_int(c, v, p, "timeout_ms", 1, 3600000, &r->lua_timeout_ms);
+        get_int(c, v, p, "memory_mb", 1, 65536, &r->lua_memory_mb);
+    }
+    path_key(p, sizeof(p), path, "lua_config");
+    if ((v = member(obj, "lua_config")) != NULL && want_object(c, v, p) &&
+        (r->lua_config = cJSON_PrintUnformatted(v)) == NULL)
+        cfg_oom(c);
+    if (r->lua == NULL && (member(obj, "lua_limits") != NULL ||
+                           member(obj, "lua_config") != NULL))
+        cfg_err(c, path, "lua_limits and lua_config need a \"lua\" script");
+}
+
 static void
 load_route(ctx_t *c, sl_config_t *cfg, sl_route_t *r, const cJSON *obj,
            const char *path) {
-    static const char *const keys[] = {"path", "kind", "plugins", "lua", NULL};
+    static const char *const keys[] = {"path",       "kind",       "plugins",
+                                       "lua",        "lua_limits", "lua_config",
+                                       NULL};
     const char *rpath = NULL, *kind = NULL;
     char p[256];
     int have_kind;
@@ -973,7 +1010,7 @@ load_route(ctx_t *c, sl_config_t *cfg, sl_route_t *r, const cJSON *obj,
             cfg_err(c, p, "required (\"%s\" is not a standard path)", rpath);
     }
     load_route_plugins(c, r, obj, path);
-    dup_string(c, obj, path, "lua", 0, &r->lua);
+    load_route_lua(c, cfg, r, obj, path);
 }
 
 static void
@@ -1273,7 +1310,7 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
         "listen",  "workers",   "data_dir",   "admin",
         "plugins", "providers", "models",     "allow_direct_models",
         "routes",  "limits",    "access_log", "plugin_dir", "store",
-        "request_log", "pricing", "budgets", "metrics", "ledger", NULL};
+        "request_log", "pricing", "budgets", "metrics", "ledger", "prompts", NULL};
     const cJSON *v;
     long workers = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -1321,6 +1358,9 @@ load_root(ctx_t *c, sl_config_t *cfg, const cJSON *root) {
 
     load_routes(c, cfg, member(root, "routes"));
     check_route_plugins(c, cfg);
+    if ((v = member(root, "prompts")) != NULL && want_object(c, v, "$.prompts") &&
+        (cfg->prompts = cJSON_PrintUnformatted(v)) == NULL)
+        cfg_oom(c);
     load_limits(c, cfg, member(root, "limits"));
 
     if (dup_string(c, root, "$", "access_log", 0, &cfg->access_log) == 0)
@@ -1497,6 +1537,8 @@ sl_config_free(sl_config_t *cfg) {
             free(r->plugins[k]);
         free(r->plugins);
         free(r->lua);
+        free(r->lua_file);
+        free(r->lua_config);
     }
     free(cfg->routes);
     for (size_t i = 0; i < cfg->nplugins; i++) {
@@ -1516,6 +1558,7 @@ sl_config_free(sl_config_t *cfg) {
     free(cfg->admin_token);
     free(cfg->source);
     sl_usage_conf_free(cfg->usage);
+    free(cfg->prompts);
     free(cfg);
 }
 

@@ -90,7 +90,13 @@ typedef struct {
     sl_route_kind_t kind;
     char **plugins; /* names in $.plugins, in the order they run */
     size_t nplugins;
-    char *lua; /* script path or NULL (later issue) */
+    char *lua; /* the script's path as written, or NULL */
+    char *lua_file; /* ...resolved against the config file's directory */
+    /* Bounds of each call into the script ($.routes[i].lua_limits). */
+    long lua_instructions; /* VM instructions; default 10000000 */
+    long lua_timeout_ms;   /* wall clock, waits included; default 30000 */
+    long lua_memory_mb;    /* memory it may add; default 64 */
+    char *lua_config; /* $.routes[i].lua_config as JSON text, or NULL */
 } sl_route_t;
 
 /* A C plugin instance, $.plugins.NAME; plugin.c loads it. */
@@ -164,6 +170,9 @@ typedef struct sl_config {
     long reqlog_sweep_interval_ms; /* retention sweep period; 10000 */
     /* "pricing" and "budgets" (core/pricing.h); never NULL once loaded. */
     struct sl_usage_conf *usage;
+    /* $.prompts as JSON text, or NULL: prompt templates for Lua scripts,
+     * checked and compiled by lua/prompt.c. */
+    char *prompts;
 } sl_config_t;
 
 /* One validation error: the JSON path ("$.providers.openai.base_url") and

@@ -6,6 +6,7 @@
  * buffer, then copied once into the request arena so the request can point
  * into it. */
 #include "conn.h"
+#include "../lua/host.h"
 #include "accesslog.h"
 #include "clock.h"
 #include "error.h"
@@ -43,6 +44,12 @@ request_log(sl_worker_t *w, sl_request_t *r)
         sl_metrics_request_done(w->metrics, r);
     if (!w->admin)
         sl_reqlog_write(w->srv->store, r);
+}
+
+void
+sl_request_log(sl_request_t *r)
+{
+    request_log(r->w, r);
 }
 static void conn_flush(sl_conn_t *c);
 
@@ -243,6 +250,9 @@ sl_response_send(sl_request_t *r, int status, const char *content_type,
 {
     sl_conn_t *c = r->conn;
     char head[2048];
+    if (r->lua != NULL &&
+        sl_lua_response(r, status, content_type, extra, body, len))
+        return;
     if (r->pipe != NULL)
         sl_pipeline_response(r, &status, &content_type, &body, &len);
     sl_reqlog_answer(r, body, len);
@@ -270,6 +280,12 @@ sl_response_send_buffer(sl_request_t *r, int status, const char *content_type,
 {
     sl_conn_t *c = r->conn;
     char head[2048];
+    if (r->lua != NULL) { /* on_response wants the answer in one piece */
+        size_t n = evbuffer_get_length(body);
+        const char *b = n > 0 ? (const char *)evbuffer_pullup(body, -1) : "";
+        sl_response_send(r, status, content_type, extra, b, n);
+        return;
+    }
     if (r->pipe != NULL &&
         sl_pipeline_response_buffer(r, status, content_type, extra, body))
         return;

@@ -5,6 +5,7 @@
 #include "keys_cli.h"
 #include "plugin.h"
 #include "worker.h"
+#include "../lua/host.h"
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -123,12 +124,16 @@ main(int argc, char **argv)
          * schemas, and create() must succeed. */
         sl_config_errors_t errs = {0};
         sl_plugins_t *ps = sl_plugins_load(cfg, &errs);
+        /* Scripts load too: a syntax error says file:line. */
+        sl_lua_set_t *lua = NULL;
+        int lrc = sl_lua_load(cfg, 1, &lua, &errs);
+        sl_lua_free(lua);
         for (size_t e = 0; e < errs.count; e++)
             fprintf(stderr, "%s: %s: %s\n", file, errs.items[e].path,
                     errs.items[e].message);
         sl_config_errors_free(&errs);
         sl_plugins_free(ps);
-        if (ps == NULL) {
+        if (ps == NULL || lrc != 0) {
             sl_config_free(cfg);
             return 1;
         }

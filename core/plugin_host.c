@@ -982,6 +982,26 @@ h_attr_set(sluice_req_t *req, const char *name, const char *value) {
     return SLUICE_OK;
 }
 
+/* "lua.NAME": ctx.vars.NAME of the route's Lua script, as text. */
+static int
+lua_var(sluice_req_t *req, const char *name, const char **value) {
+    sl_request_t *r = req->pipe->r;
+    cJSON *vars = r->vars ? cJSON_Parse(r->vars) : NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(vars, name);
+    char num[32];
+    const char *text = NULL;
+    if (cJSON_IsString(v))
+        text = v->valuestring;
+    else if (cJSON_IsBool(v))
+        text = cJSON_IsTrue(v) ? "true" : "false";
+    else if (cJSON_IsNumber(v) && snprintf(num, sizeof(num), "%.17g",
+                                           v->valuedouble) > 0)
+        text = num;
+    *value = text ? sl_arena_strndup(A(req), text, strlen(text)) : NULL;
+    cJSON_Delete(vars);
+    return text == NULL ? SLUICE_ENOTFOUND : *value ? SLUICE_OK : SLUICE_ENOMEM;
+}
+
 static int
 h_attr_get(sluice_req_t *req, const char *name, const char **value) {
     PHASE(req, P_REQUEST_ANY);
@@ -993,6 +1013,8 @@ h_attr_get(sluice_req_t *req, const char *name, const char **value) {
             *value = p->avalue[i];
             return SLUICE_OK;
         }
+    if (strncmp(name, "lua.", 4) == 0)
+        return lua_var(req, name + 4, value);
     return SLUICE_ENOTFOUND;
 }
 

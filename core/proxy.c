@@ -2,6 +2,7 @@
  * target chosen; everything provider-specific lives in providers/. */
 #include "proxy.h"
 #include "budget.h"
+#include "../lua/host.h"
 #include "error.h"
 #include "pipeline.h"
 #include "providers/provider.h"
@@ -100,6 +101,8 @@ int
 sl_call_forward(sl_call_t *k, const char *data, size_t len)
 {
     sl_request_t *r = k->r;
+    if (r->lua != NULL && sl_lua_chunk(r, &data, &len) != 0)
+        return 0;
     if (r->pipe != NULL && sl_pipeline_chunk(r, &data, &len) != 0)
         return 0;
     if (!r->responded) {
@@ -225,6 +228,38 @@ validate_messages(sl_request_t *r, const cJSON *msgs)
     return 0;
 }
 
+int
+sl_call_reroute(sl_call_t *k)
+{
+    sl_request_t *r = k->r;
+    size_t len = strlen(r->model);
+    k->model = NULL;
+    k->nchain = k->ichain = 0;
+    k->deadline = 0;
+    if (sl_route_model(r->cfg, r->model, len, &k->model, &k->direct) == 0) {
+        if (k->model != NULL) {
+            k->nchain = sl_balancer_chain(k->model, sl_worker_random(r->w),
+                                          k->chain, SL_CHAIN_MAX);
+            if (k->model->deadline_ms > 0)
+                k->deadline = r->t_start + (uint64_t)k->model->deadline_ms *
+                                               1000u;
+        } else {
+            k->chain[0] = &k->direct;
+            k->nchain = 1;
+        }
+    }
+    if (k->nchain == 0) {
+        char *msg = sl_arena_printf(
+            r->arena,
+            "The model '%.200s' does not exist or is not served here",
+            r->model);
+        sl_response_error(r, 404, msg ? msg : "unknown model",
+                          "model_not_found");
+        return -1;
+    }
+    return 0;
+}
+
 /* Decodes and checks what every model endpoint needs; answers the client
  * itself and returns NULL when the request is not acceptable. */
 static void call_end(void *arg);
@@ -295,28 +330,8 @@ call_new(sl_request_t *r, sl_call_kind_t kind)
             return NULL;
         }
     }
-    size_t len = strlen(r->model);
-    if (sl_route_model(r->cfg, r->model, len, &k->model, &k->direct) == 0) {
-        if (k->model != NULL) {
-            k->nchain = sl_balancer_chain(k->model, sl_worker_random(r->w),
-                                          k->chain, SL_CHAIN_MAX);
-            if (k->model->deadline_ms > 0)
-                k->deadline = r->t_start + (uint64_t)k->model->deadline_ms *
-                                               1000u;
-        } else {
-            k->chain[0] = &k->direct;
-            k->nchain = 1;
-        }
-    }
-    if (k->nchain == 0) {
-        char *msg = sl_arena_printf(
-            r->arena,
-            "The model '%.200s' does not exist or is not served here",
-            r->model);
-        sl_response_error(r, 404, msg ? msg : "unknown model",
-                          "model_not_found");
+    if (sl_call_reroute(k) != 0)
         return NULL;
-    }
     if (sl_arena_cleanup_add(r->arena, call_end, k) != 0) {
         sl_response_error(r, 503, "out of memory", "server_busy");
         return NULL;
@@ -497,11 +512,25 @@ sl_call_retry(sl_call_t *k, int result, int status, const char *retry_after)
 }
 
 void
+sl_call_attempt(sl_call_t *k)
+{
+    attempt(k);
+}
+
+void
 sl_proxy_chat(sl_request_t *r)
 {
     sl_call_t *k = call_new(r, SL_CALL_CHAT);
     if (k != NULL && sl_pipeline_request(r, k) == 0 &&
-        sl_budget_admit(r, k) == 0)
+        sl_budget_admit(r, k) == 0 && sl_lua_request(r, k) == 0)
+        attempt(k);
+}
+
+void
+sl_proxy_subcall(sl_request_t *r)
+{
+    sl_call_t *k = call_new(r, SL_CALL_CHAT);
+    if (k != NULL && sl_budget_admit(r, k) == 0)
         attempt(k);
 }
 

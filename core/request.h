@@ -101,6 +101,12 @@ struct sl_request {
     const char *log_answer;
     size_t log_answer_len;
     struct evbuffer *log_stream_text; /* a stream's deltas */
+
+    /* The route's Lua script (lua/): its per-request state; NULL when the
+     * route runs none. */
+    struct sl_lua_req *lua;
+    /* ctx.vars as a JSON object, for the log phase; NULL when empty. */
+    const char *vars;
 };
 
 /* The GET /v1/models body for a config; malloc'd, built once at start. */
@@ -108,6 +114,10 @@ char *sl_models_json_build(const sl_config_t *cfg);
 
 /* Routes a request whose head and body are complete. */
 void sl_request_handle(sl_request_t *r);
+/* The end of a request (conn.c): usage, budget and ledger, access log,
+ * metrics, request log. For requests without a connection (subcall.c);
+ * a connection's requests are logged by the connection. */
+void sl_request_log(sl_request_t *r);
 
 /* Responses (implemented by the connection). Each ends the request except
  * stream_start/stream_event; extra_headers are whole "Name: value\r\n"

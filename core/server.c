@@ -8,6 +8,7 @@
 #include "requestlog.h"
 #include "tls.h"
 #include "worker.h"
+#include "../lua/host.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -207,8 +208,16 @@ snapshot_build(sl_config_t *cfg, int nslots, uint64_t generation,
         return NULL;
     }
     size_t nlisten = cfg->nlisten;
+    sl_lua_set_t *lua = NULL;
+    if (sl_lua_load(cfg, nslots, &lua, errs) != 0) {
+        sl_plugins_free(ps);
+        sl_tls_free(tls, cfg->nlisten);
+        sl_config_free(cfg);
+        return NULL;
+    }
     sl_snapshot_t *s = sl_snapshot_new(cfg, nslots, generation);
     if (s == NULL) {
+        sl_lua_free(lua);
         sl_plugins_free(ps);
         sl_tls_free(tls, nlisten);
         return NULL;
@@ -216,6 +225,8 @@ snapshot_build(sl_config_t *cfg, int nslots, uint64_t generation,
     s->tls = tls;
     s->plugins = ps;
     s->plugins_free = free_plugins;
+    s->lua = lua;
+    s->lua_free = sl_lua_free;
     return s;
 }
 

@@ -27,6 +27,8 @@ headers_for(const sl_provider_t *p, int stream)
 static void
 snapshot_free(sl_snapshot_t *s)
 {
+    if (s->lua != NULL && s->lua_free != NULL)
+        s->lua_free(s->lua);
     if (s->plugins != NULL && s->plugins_free != NULL)
         s->plugins_free(s->plugins);
     sl_tls_free(s->tls, s->cfg->nlisten);

@@ -31,6 +31,10 @@ typedef struct sl_snapshot {
      * are told): a worker that missed one on its way to the newest still
      * retires it, or its hold would keep it, and its plugins, forever. */
     _Atomic(struct sl_snapshot *) next;
+    /* The routes' Lua scripts and the workers' Lua states (lua/host.h);
+     * NULL when the config has no script. */
+    void *lua;
+    void (*lua_free)(void *lua);
 
     atomic_int holders; /* threads holding it, +1 while it is current */
     int nslots;

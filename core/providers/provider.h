@@ -67,6 +67,12 @@ int sl_call_retry(sl_call_t *k, int result, int status,
 const char *sl_call_url(sl_call_t *k);
 /* Gives the target's slot back; success feeds its breaker. Idempotent. */
 void sl_call_release(sl_call_t *k, int success);
+/* Orders the targets of r->model into the chain again (a script changed
+ * the model); answers 404 and returns -1 when it is not served here. */
+int sl_call_reroute(sl_call_t *k);
+/* Starts the first attempt of a call whose request phase waited (a
+ * script's on_request). */
+void sl_call_attempt(sl_call_t *k);
 
 /* Shared by adapters (proxy.c). */
 /* Reads an OpenAI `usage` object into the request's counters. */

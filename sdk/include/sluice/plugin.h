@@ -456,7 +456,9 @@ struct sluice_host {
      * attributes per request (SLUICE_ETOOBIG past it); setting a name
      * again replaces its value. attr_set phase: req. attr_get: borrowed
      * (request-owned), NUL-terminated; SLUICE_ENOTFOUND when unset;
-     * phases req, resp, chunk, log. */
+     * phases req, resp, chunk, log. attr_get also reads "lua.NAME": the
+     * value the route's Lua script left in ctx.vars.NAME (a string, a
+     * number or a boolean, as text), set once a script phase has run. */
     int (*attr_set)(sluice_req_t *req, const char *name, const char *value);
     int (*attr_get)(sluice_req_t *req, const char *name, const char **value);
 

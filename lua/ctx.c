@@ -1,0 +1,264 @@
+/* ctx: what a phase function knows about its request.
+ *
+ * A plain table with a shared metatable. Fields that cost something are
+ * made on first read and then stored in the table itself (request,
+ * response, headers, route), so later reads are plain table reads; at the
+ * end of a phase the host reads back what the script left there. vars is
+ * the script's own scratch table, kept for the whole request and copied
+ * into the log line. The request pointer sits under a private key and is
+ * removed when the request ends, so a ctx kept past its request raises an
+ * error instead of reading freed memory. */
+#include "error.h"
+#include "lua_int.h"
+#include "providers/provider.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char req_key; /* its address is the private key */
+
+static sl_lua_req_t *
+req_of(lua_State *L, const char *field) {
+    lua_pushlightuserdata(L, (void *)&req_key);
+    lua_rawget(L, 1);
+    sl_lua_req_t *lr = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (lr == NULL)
+        luaL_error(L,
+                   "ctx.%s: this ctx belongs to a request that has "
+                   "ended",
+                   field);
+    return lr;
+}
+
+static void
+push_headers(lua_State *L, const sl_request_t *r) {
+    lua_createtable(L, 0, (int)r->http.nheaders);
+    for (size_t i = 0; i < r->http.nheaders; i++) {
+        const sl_http_header_t *h = &r->http.headers[i];
+        char name[128];
+        size_t n = h->name_len < sizeof(name) ? h->name_len : sizeof(name);
+        for (size_t k = 0; k < n; k++) {
+            char c = h->name[k];
+            name[k] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+        }
+        lua_pushlstring(L, name, n);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isstring(L, -1)) { /* a repeated header: join as HTTP does */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, h->value, h->value_len);
+            lua_concat(L, 3);
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, h->value, h->value_len);
+        }
+        lua_rawset(L, -3);
+    }
+}
+
+/* Pushes the answer on_response sees: the JSON as a table, or the body as
+ * a string when it is not JSON. */
+static void
+push_response(lua_State *L, sl_lua_req_t *lr) {
+    char err[120];
+    if (sl_lua_json_decode(L, lr->ans_body, lr->ans_len, err, sizeof(err)) != 0)
+        lua_pushlstring(L, lr->ans_body, lr->ans_len);
+}
+
+static int
+ctx_index(lua_State *L) {
+    const char *k = luaL_checkstring(L, 2);
+    sl_lua_req_t *lr = req_of(L, k);
+    sl_request_t *r = lr->r;
+    int cache = 1;
+    if (strcmp(k, "request") == 0) {
+        sl_lua_push_json(L, lr->k->json);
+    } else if (strcmp(k, "response") == 0) {
+        if (lr->stage != SL_LUA_STAGE_RESPONSE)
+            return 0; /* nil before there is an answer */
+        push_response(L, lr);
+    } else if (strcmp(k, "headers") == 0) {
+        push_headers(L, r);
+    } else if (strcmp(k, "route") == 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lr->mod->route);
+    } else if (strcmp(k, "consumer") == 0) {
+        cache = 0;
+        if (r->consumer == NULL)
+            return 0;
+        lua_pushstring(L, r->consumer);
+    } else if (strcmp(k, "status") == 0) {
+        cache = 0;
+        if (lr->stage != SL_LUA_STAGE_RESPONSE)
+            return 0;
+        lua_pushinteger(L, lr->ans_status);
+    } else if (strcmp(k, "phase") == 0) {
+        cache = 0;
+        sl_lua_inv_t *inv = sl_lua_vm_of(L)->current;
+        lua_pushstring(L, inv ? sl_lua_phase_name(inv->phase) : "none");
+    } else if (strcmp(k, "model") == 0) {
+        cache = 0;
+        lua_pushstring(L, r->model);
+    } else {
+        return 0;
+    }
+    if (cache) {
+        lua_pushvalue(L, 2);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, 1);
+    }
+    return 1;
+}
+
+static int
+ctx_newindex(lua_State *L) {
+    const char *k = luaL_checkstring(L, 2);
+    sl_lua_req_t *lr = req_of(L, k);
+    sl_request_t *r = lr->r;
+    if (strcmp(k, "consumer") == 0) {
+        if (lua_isnil(L, 3)) {
+            r->consumer = NULL;
+            return 0;
+        }
+        size_t n;
+        const char *s = lua_tolstring(L, 3, &n);
+        if (lua_type(L, 3) != LUA_TSTRING || n == 0 || n > 256)
+            return luaL_error(L, "ctx.consumer: must be a string of 1 to "
+                                 "256 bytes or nil");
+        r->consumer = sl_arena_strndup(r->arena, s, n);
+        return 0;
+    }
+    if (strcmp(k, "status") == 0) {
+        int st = (int)luaL_checkinteger(L, 3);
+        if (lr->stage != SL_LUA_STAGE_RESPONSE)
+            return luaL_error(L, "ctx.status: can be set in on_response "
+                                 "only");
+        if (st < 200 || st > 599)
+            return luaL_error(L,
+                              "ctx.status: %d is not a status a client "
+                              "can be sent (200..599)",
+                              st);
+        lr->ans_status = st;
+        return 0;
+    }
+    if (strcmp(k, "request") == 0 || strcmp(k, "response") == 0 ||
+        strcmp(k, "vars") == 0) {
+        if (!lua_istable(L, 3) &&
+            !(strcmp(k, "response") == 0 && lua_isstring(L, 3)))
+            return luaL_error(L, "ctx.%s: must be a table", k);
+        lua_rawset(L, 1);
+        return 0;
+    }
+    return luaL_error(L,
+                      "ctx.%s: no such field to set (keep your own data "
+                      "in ctx.vars)",
+                      k);
+}
+
+void
+sl_lua_ctx_init(lua_State *L, sl_lua_vm_t *vm) {
+    lua_createtable(L, 0, 3);
+    lua_pushcfunction(L, ctx_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ctx_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    vm->ctx_mt = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static int
+ctx_create(lua_State *L) {
+    sl_lua_req_t *lr = lua_touserdata(L, 1);
+    lua_createtable(L, 0, 6);
+    lua_pushlightuserdata(L, (void *)&req_key);
+    lua_pushlightuserdata(L, lr);
+    lua_rawset(L, -3);
+    lua_newtable(L);
+    lua_setfield(L, -2, "vars");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lr->vm->ctx_mt);
+    lua_setmetatable(L, -2);
+    lr->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+int
+sl_lua_ctx_new(sl_lua_req_t *lr) {
+    lr->ctx = LUA_NOREF;
+    return lua_cpcall(lr->vm->L, ctx_create, lr) == 0 ? 0 : SL_ENOMEM;
+}
+
+void
+sl_lua_ctx_push(sl_lua_req_t *lr, lua_State *co) {
+    lua_rawgeti(co, LUA_REGISTRYINDEX, lr->ctx);
+}
+
+char *
+sl_lua_ctx_take(sl_lua_req_t *lr, const char *field, size_t *len, int *is_text,
+                char *err, size_t errcap, int *failed) {
+    lua_State *L = lr->vm->L;
+    char *out = NULL;
+    *failed = *is_text = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lr->ctx);
+    lua_pushstring(L, field);
+    lua_rawget(L, -2); /* raw: __index would make it */
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        const char *s = lua_tolstring(L, -1, len);
+        out = malloc(*len + 1);
+        if (out != NULL)
+            memcpy(out, s, *len + 1);
+        *is_text = 1;
+        *failed = out == NULL;
+        if (out == NULL)
+            snprintf(err, errcap, "out of memory");
+    } else if (lua_istable(L, -1)) {
+        out = sl_lua_json_encode(L, -1, len, err, errcap);
+        *failed = out == NULL;
+    }
+    lua_pop(L, 2);
+    return out;
+}
+
+void
+sl_lua_ctx_save_vars(sl_lua_req_t *lr) {
+    lua_State *L = lr->vm->L;
+    char err[120];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lr->ctx);
+    lua_pushliteral(L, "vars");
+    lua_rawget(L, -2);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 2);
+        return;
+    }
+    lua_pushnil(L);
+    if (lua_next(L, -2) == 0) { /* empty: nothing to log */
+        lua_pop(L, 2);
+        return;
+    }
+    lua_pop(L, 2);
+    size_t len;
+    char *s = sl_lua_json_encode(L, -1, &len, err, sizeof(err));
+    lua_pop(L, 2);
+    if (s == NULL) {
+        sl_lua_log(lr->script, "warn", "ctx.vars is not logged: %s", err);
+        return;
+    }
+    if (s[0] == '{')
+        lr->r->vars = sl_arena_strndup(lr->r->arena, s, len);
+    free(s);
+}
+
+void
+sl_lua_ctx_release(sl_lua_req_t *lr) {
+    lua_State *L = lr->vm->L;
+    if (lr->ctx == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lr->ctx);
+    lua_pushlightuserdata(L, (void *)&req_key);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, lr->ctx);
+    lr->ctx = LUA_NOREF;
+}
