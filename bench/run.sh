@@ -243,6 +243,24 @@ cat >"$TMP/sluice-bare.json" <<EOF
 EOF
 start_variant bare || echo "bench: the observability-off variant did not start" >&2
 
+# The "Lua transform": the same gateway with a Lua script on its chat route,
+# bench/transform.lua, which edits the prompt on the way in and the answer
+# on the way out.
+cat >"$TMP/sluice-lua.json" <<EOF
+{
+  "listen": [{"addr": "127.0.0.1:0"}],
+  "workers": 1,
+  "data_dir": "$TMP/data-lua",
+  "providers": {
+    "mock": {"type": "openai", "base_url": "http://127.0.0.1:$MOCK_PORT/v1"}
+  },
+  "models": {"bench": {"targets": [{"provider": "mock", "model": "bench"}]}},
+  "routes": [{"path": "/v1/chat/completions", "lua": "$HERE/transform.lua"}],
+  "access_log": "off"
+}
+EOF
+start_variant lua || echo "bench: the Lua transform variant did not start" >&2
+
 # The full pipeline in the documented order -- auth (when built),
 # ratelimit, pii, guardrails, cache -- with the cache on its miss path
 # (max_entry_bytes 1: every request is keyed and looked up, and its answer
@@ -437,6 +455,8 @@ report() {
         "$("$SLUICE_BIN" --version), $("$NGINX" -v 2>&1 | sed 's/.*: //')," \
         "1 worker each, $([ ${#SERVER_CPU[@]} -gt 0 ] && echo "wrk on CPU 0, servers on CPU 1" || echo "not pinned")"
     [ -z "$PLUGINS_LABEL" ] || echo "plugins = sluice with $PLUGINS_LABEL on the chat route"
+    [ -z "${VARIANT_PORT[lua]:-}" ] ||
+        echo "lua = sluice with a Lua transform on the chat route (bench/transform.lua edits the prompt and the answer)"
     [ -z "$PIPELINE_LABEL" ] || echo "pipeline = sluice with $PIPELINE_LABEL; cachehit = sluice with the cache alone, every request a hit"
     echo
     printf '%-7s %-8s %6s %10s %10s %10s %7s\n' kind target conns 'req/s' 'p50 ms' 'p99 ms' errors
@@ -490,6 +510,20 @@ report() {
         verdict=$(awk -v r="$pr" 'BEGIN { print (r != "n/a" && r >= 1.0) ? "PASS" : "FAIL" }')
         printf 'cache hit ratio  sluice cache hits/nginx req/s, chat, 32 conns: %s   (bar >= 1.0)  %s\n' \
             "$pr" "$verdict"
+    fi
+
+    if [ -n "${RPS[chat lua 32]:-}" ]; then
+        local lr ls
+        lr=$(awk -v s="${RPS[chat lua 32]:-0}" -v n="${RPS[chat nginx 32]:-0}" \
+            'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
+        verdict=$(awk -v r="$lr" 'BEGIN { print (r != "n/a" && r >= 0.4) ? "PASS" : "FAIL" }')
+        printf 'Lua transform ratio  sluice+lua/nginx req/s, chat, 32 conns: %s   (bar >= 0.4)  %s\n' \
+            "$lr" "$verdict"
+        ls=$(awk -v p="${RPS[chat lua 32]:-0}" -v s="${RPS[chat sluice 32]:-0}" \
+            'BEGIN { if (s > 0) printf "%.2f", p / s; else print "n/a" }')
+        verdict=$(awk -v r="$ls" 'BEGIN { print (r != "n/a" && r >= 0.85) ? "PASS" : "FAIL" }')
+        printf 'Lua transform cost  sluice+lua/sluice pass-through req/s, chat, 32 conns: %s   (bar >= 0.85)  %s\n' \
+            "$ls" "$verdict"
     fi
 
     added_s=$((${P50[chat sluice 1]:-0} - ${P50[chat direct 1]:-0}))
