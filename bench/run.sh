@@ -225,7 +225,8 @@ start_variant() {
     VARIANT_PORT[$name]=$port
 }
 
-# The same gateway with its per-request metrics and request log off: the
+# The same gateway with its per-request metrics, usage ledger and request
+# log off: the
 # pair (sluice, bare) shows what observability costs.
 cat >"$TMP/sluice-bare.json" <<EOF
 {
@@ -237,6 +238,7 @@ cat >"$TMP/sluice-bare.json" <<EOF
   },
   "models": {"bench": {"targets": [{"provider": "mock", "model": "bench"}]}},
   "metrics": false,
+  "ledger": false,
   "request_log": {"enabled": false},
   "access_log": "off"
 }
