@@ -3,6 +3,7 @@ its filters, the JSON-lines export, retention by count, body capture only
 when configured, and the W3C trace context carried to the upstream."""
 import json
 import re
+import socket
 import subprocess
 import time
 
@@ -157,6 +158,53 @@ def test_export_is_json_lines_oldest_first_in_chunks(gateway):
     r = admin(gw, "GET", "/admin/logs/export?limit=3&status=200")
     assert [json.loads(l)["id"] for l in r.body.decode().splitlines()] == \
         [e["id"] for e in recs[:3]]
+
+
+def test_a_large_export_to_a_slow_reader_is_whole_and_in_order(gateway):
+    # Captured bodies make records of about 3 KiB: 4500 of them are
+    # several export steps (each reads a few thousand records) and more
+    # output than the socket buffers hold, so the export must wait for the
+    # reader.
+    gw = admin_gateway(gateway, extra={"request_log": {
+        "capture_bodies": True, "max_body_bytes": 4096}})
+    body = json.dumps(chat_body("hello " * 250, model="echo"))
+    one = ("POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
+           "\r\nContent-Length: %d\r\n\r\n%s" % (CHAT, len(body), body))
+    c = Conn(gw.port)
+    for _ in range(30):
+        c.send(one * 150)
+        for _ in range(150):
+            assert c.read_response().status == 200
+    c.close()
+    assert wait_for(lambda: admin(gw, "GET", "/admin/logs?limit=1").json()[
+        "data"] and len(admin(gw, "GET", "/admin/logs/export").body.split(
+            b"\n")) == 4501, timeout=10)
+    s = socket.create_connection(("127.0.0.1", gw.admin_port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(b"GET /admin/logs/export HTTP/1.1\r\nHost: t\r\n"
+              b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+    data = b""
+    s.settimeout(10)
+    time.sleep(0.3)  # not reading yet: the gateway has to wait
+    while not data.endswith(b"\r\n0\r\n\r\n"):
+        chunk = s.recv(262144)
+        assert chunk, "the export ended early"
+        data += chunk
+    s.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    body = b""
+    while True:  # de-chunk
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            break
+        body += rest[:n]
+        rest = rest[n + 2:]
+    recs = [json.loads(l) for l in body.decode().splitlines()]
+    assert len(recs) == 4500
+    ids = [e["id"] for e in recs]
+    assert ids == sorted(ids) and len(set(ids)) == 4500
 
 
 def test_retention_keeps_the_newest_max_entries(gateway):
