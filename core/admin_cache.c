@@ -1,8 +1,9 @@
 /* DELETE /admin/cache: the cache plugin (plugins/cache) keeps its entries
  * in its kv namespace under "e:" MODEL "\0" HASH, and its eviction ring
  * under "ring:"; purging all deletes the lot, purging a model deletes the
- * keys with that model's prefix. Deletes are queued to the store writer:
- * they are visible within milliseconds of the answer. */
+ * keys with that model's prefix, purging a key the entry with that
+ * HASH. Deletes are queued to the store writer: they are visible within
+ * milliseconds of the answer. */
 #include "admin_cache.h"
 #include "error.h"
 #include "plugin.h"
@@ -17,6 +18,7 @@
 typedef struct {
     const char *prefix;
     size_t plen;
+    const char *hash; /* ?key=: only the entry whose key ends with it */
     char **keys;
     size_t *lens;
     size_t n, cap;
@@ -30,6 +32,9 @@ collect(void *ud, const void *key, size_t klen, const void *val, size_t vlen,
     purge_t *p = ud;
     if (klen < p->plen || memcmp(key, p->prefix, p->plen) != 0)
         return p->plen > 0 ? 1 : 0; /* past the model's keys: stop */
+    if (p->hash != NULL &&
+        (klen < 64 || memcmp((const char *)key + klen - 64, p->hash, 64) != 0))
+        return 0;
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 64;
         char **k = realloc(p->keys, cap * sizeof(*k));
@@ -105,6 +110,13 @@ sl_admin_cache(sl_request_t *r)
         return 1;
     }
     const char *model = query_param(r, "model");
+    const char *hash = query_param(r, "key");
+    if (hash != NULL && strlen(hash) != 64) {
+        sl_response_error(r, 400, "key: the 64 hex digits of a cache key "
+                                  "(the access log's cache_key)",
+                          "invalid_key");
+        return 1;
+    }
     char prefix[300];
     size_t plen = 0;
     if (model != NULL) {
@@ -125,7 +137,7 @@ sl_admin_cache(sl_request_t *r)
         if (in->desc.name == NULL || strcmp(in->desc.name, "cache") != 0)
             continue;
         instances++;
-        purge_t p = {.prefix = prefix, .plen = plen};
+        purge_t p = {.prefix = prefix, .plen = plen, .hash = hash};
         if (sl_store_scan(st, SL_STORE_KV, in->kv_ns, prefix, plen, collect,
                           &p) != 0 ||
             p.oom)

@@ -1,6 +1,7 @@
 /* The response cache in the admin API: DELETE /admin/cache purges every
  * entry of the config's cache plugin instances, DELETE
- * /admin/cache?model=NAME only that model's. */
+ * /admin/cache?model=NAME only that model's, DELETE /admin/cache?key=HASH
+ * the one entry the access log's cache_key names. */
 #ifndef SL_ADMIN_CACHE_H
 #define SL_ADMIN_CACHE_H
 

@@ -226,6 +226,7 @@ on_request(void *instance, sluice_req_t *req)
             val[vlen] = '\0';
             /* Marked first: the headers must be set before the answer. */
             mark(c, req, "hit");
+            h->log_field_set(req, "cache_key", st->key + st->klen - 64);
             st->mode = C_HIT;
             sluice_verdict_t v = serve(c, req, st, val, vlen, include_usage);
             if (v == SLUICE_RESPOND)
@@ -233,6 +234,7 @@ on_request(void *instance, sluice_req_t *req)
         }
     }
     /* Absent, unreadable, or a store that is not there: a miss. */
+    h->log_field_set(req, "cache_key", st->key + st->klen - 64);
     st->mode = rc == SLUICE_EUNAVAIL ? C_BYPASS : C_MISS;
     mark(c, req, st->mode == C_MISS ? "miss" : "bypass");
     if (st->mode == C_MISS && st->stream)

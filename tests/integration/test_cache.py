@@ -214,6 +214,26 @@ def test_admin_purges_all_or_one_model(gateway, mock):
     assert admin(gw, "DELETE", "/admin/cache", token="wrong").status == 401
 
 
+def test_admin_purges_one_entry_by_the_key_the_access_log_names(gateway):
+    gw = admin_gateway(gateway, extra=cached())
+    assert ask(gw, "entry one").header("x-sluice-cache") == "miss"
+    first = wait_for(lambda: [l for l in gw.access_log()
+                              if l.get("cache_key")])
+    assert first and len(first) == 1, first
+    key = first[0]["cache_key"]
+    assert len(key) == 64 and all(c in "0123456789abcdef" for c in key)
+    assert until_hit(gw, "entry one")
+    ask(gw, "entry two")
+    assert until_hit(gw, "entry two")
+    r = admin(gw, "DELETE", "/admin/cache?key=" + key)
+    assert r.status == 200, r
+    assert r.json()["purged"] == 1
+    assert wait_for(lambda: ask(gw, "entry one").header(
+        "x-sluice-cache") == "miss")
+    assert ask(gw, "entry two").header("x-sluice-cache") == "hit"
+    assert admin(gw, "DELETE", "/admin/cache?key=abc").status == 400
+
+
 def test_access_log_counts_hits_with_no_provider(gateway):
     gw = gateway(extra=cached())
     ask(gw, "logged question")
