@@ -575,6 +575,8 @@ h_respond(sluice_req_t *req, int status, const char *json, size_t len) {
     req->pipe->answer_status = status;
     req->pipe->answer = copy;
     req->pipe->answer_len = len;
+    req->pipe->answer_stream = 0; /* the last respond*() call wins */
+    req->pipe->answer_replay = 0;
     return SLUICE_OK;
 }
 
@@ -1121,6 +1123,7 @@ h_respond_stream(sluice_req_t *req, int status, const char *sse, size_t len) {
     req->pipe->answer = copy;
     req->pipe->answer_len = len;
     req->pipe->answer_stream = 1;
+    req->pipe->answer_replay = 0;
     return SLUICE_OK;
 }
 

@@ -857,6 +857,76 @@ test_host_checks_response_headers_consumer_respond_and_metrics(void **state) {
     sl_config_free(cfg);
 }
 
+/* ABI 1.1 for caches and policies: request_json, log_field_set,
+ * respond_stream / respond_answer and their checks. */
+static void
+test_host_gives_the_whole_request_log_fields_and_replayed_answers(
+    void **state) {
+    sl_config_t *cfg;
+    sl_plugins_t *ps = load(
+        BASE "'plugins':{'hd':{'path':'testgood.so'}}," ROUTE("'hd'"), &cfg);
+    assert_non_null(ps);
+    fake_t f;
+    fake_init(&f, cfg, ps, HEAD, CHAT);
+    assert_int_equal(sl_pipeline_request(&f.r, &f.k), 0);
+    const sluice_host_t *h = sl_plugin_host();
+    struct sluice_req req = {
+        .pipe = f.r.pipe, .inst = &ps->insts[0], .phase = SLUICE_PHASE_REQUEST};
+
+    const char *json;
+    size_t len;
+    assert_int_equal(h->request_json(&req, &json, &len), 0);
+    assert_int_equal(strlen(json), len);
+    assert_non_null(strstr(json, "\"messages\""));
+
+    assert_int_equal(h->log_field_set(&req, "status", "x"), SLUICE_EINVAL);
+    assert_int_equal(h->log_field_set(&req, "Bad-Key", "x"), SLUICE_EINVAL);
+    char big[300];
+    memset(big, 'v', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(h->log_field_set(&req, "big", big), SLUICE_EINVAL);
+    assert_int_equal(h->log_field_set(&req, "cache", "miss"), 0);
+    assert_int_equal(h->log_field_set(&req, "note", "a \"q\""), 0);
+    assert_int_equal(h->log_field_set(&req, "cache", "hit"), 0);
+    assert_string_equal(f.r.plugin_log,
+                        ",\"cache\":\"hit\",\"note\":\"a \\\"q\\\"\"");
+    char key[16];
+    for (int i = 2; i < SL_PIPE_MAX_LOG_FIELDS; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        assert_int_equal(h->log_field_set(&req, key, "v"), 0);
+    }
+    assert_int_equal(h->log_field_set(&req, "one_more", "v"), SLUICE_ETOOBIG);
+
+    assert_int_equal(h->response_header_set(&req, "x-sluice-cache", "hit"), 0);
+    assert_int_equal(h->response_header_set(&req, "x-sluice-guardrail", "r"),
+                     0);
+    assert_int_equal(h->response_header_set(&req, "x-sluice-other", "r"),
+                     SLUICE_EINVAL);
+
+    assert_int_equal(h->respond_stream(&req, 200, "event: x\n\n", 10),
+                     SLUICE_EINVAL); /* no data event */
+    assert_int_equal(h->respond_stream(&req, 700, "data: {}\n\n", 10),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->respond_stream(&req, 200, "data: {}\n\n", 10), 0);
+    assert_int_equal(h->respond_answer(&req, 200, "{nope", 5), SLUICE_EINVAL);
+    assert_int_equal(h->respond_answer(&req, 200, "{}", 2), 0);
+    assert_true(f.r.pipe->answer_replay && !f.r.pipe->answer_stream);
+    assert_int_equal(h->respond(&req, 403, "{}", 2), 0); /* the last wins */
+    assert_true(!f.r.pipe->answer_replay && !f.r.pipe->answer_stream);
+    assert_int_equal(h->response_complete(&req), SLUICE_EPHASE);
+    assert_int_equal(h->response_body(&req, &json, &len), SLUICE_EPHASE);
+
+    struct sluice_req logp = req;
+    logp.phase = SLUICE_PHASE_LOG;
+    assert_int_equal(h->log_field_set(&logp, "late", "v"), SLUICE_EPHASE);
+    assert_int_equal(h->respond_stream(&logp, 200, "data: {}\n\n", 10),
+                     SLUICE_EPHASE);
+    assert_int_equal(h->response_complete(&logp), 0); /* nothing sent */
+    fake_end(&f);
+    sl_plugins_free(ps);
+    sl_config_free(cfg);
+}
+
 static void
 test_kv_is_namespaced_per_instance_and_counts(void **state) {
     char dir[] = "/tmp/sluice-plugin-kv-XXXXXX";
@@ -960,6 +1030,8 @@ main(void) {
             test_host_reads_and_rewrites_messages_with_content_parts),
         cmocka_unit_test(
             test_host_checks_response_headers_consumer_respond_and_metrics),
+        cmocka_unit_test(
+            test_host_gives_the_whole_request_log_fields_and_replayed_answers),
         cmocka_unit_test(test_kv_is_namespaced_per_instance_and_counts),
         cmocka_unit_test(test_host_table_starts_with_its_size),
     };
