@@ -365,20 +365,44 @@ on_response(void *instance, sluice_req_t *req)
     return SLUICE_CONTINUE;
 }
 
-/* Checks buf as final text (no more to come) or as a stream's text so far:
- * blocks, flags and redacts complete matches, and says from where the rest
- * must wait (*hold; len when nothing waits). *out and *outlen: the text
- * after redaction (malloc'd, or NULL when unchanged). Returns 1 with *v set
- * when the stream must end. */
-static int
-check_stream(guard_t *g, sluice_req_t *req, const char *buf, size_t len,
-             int final, char **out, size_t *outlen, size_t *hold,
-             sluice_verdict_t *v)
+/* How much of buf[0..len) the stream can settle now: all of it when no
+ * more text comes (final), else up to the earliest place where a rule
+ * might still match with text yet to come (PCRE2 hard partial matching:
+ * a match that could grow past the end counts as partial too, so "PIN 98"
+ * waits for the digits that may follow). -1 on a match error. */
+static long
+settled(guard_t *g, const char *buf, size_t len, int final)
 {
-    const char *cur = buf;
+    size_t keep = len, so, eo;
+    for (size_t r = 0; !final && r < g->pol.nresp; r++) {
+        size_t from = 0;
+        int partial = 0;
+        while (from <= len) {
+            int m = gr_rule_find(&g->pol.resp[r], buf, len, from, 1, &so, &eo,
+                                 &partial);
+            if (m < 0)
+                return -1;
+            if (m == 0 || partial)
+                break;
+            from = eo > so ? eo : so + 1; /* complete: settled below */
+        }
+        if (partial && so < keep)
+            keep = so;
+    }
+    return (long)keep;
+}
+
+/* Applies the answer rules to text that is settled: block ends the stream
+ * (1, *v set), flag records, redact rewrites (*out: malloc'd, or NULL
+ * when unchanged). */
+static int
+apply_rules(guard_t *g, sluice_req_t *req, const char *text, size_t len,
+            char **out, size_t *outlen, sluice_verdict_t *v)
+{
+    const char *cur = text;
     size_t n = len, so, eo;
     *out = NULL;
-    *hold = len;
+    *outlen = len;
     for (size_t r = 0; r < g->pol.nresp; r++) {
         const gr_rule_t *rule = &g->pol.resp[r];
         int m = gr_rule_find(rule, cur, n, 0, 0, &so, &eo, NULL);
@@ -402,22 +426,6 @@ check_stream(guard_t *g, sluice_req_t *req, const char *buf, size_t len,
             return 1;
         }
     }
-    *hold = n;
-    for (size_t r = 0; !final && r < g->pol.nresp; r++) {
-        size_t from = 0;
-        int partial = 0;
-        while (from <= n) {
-            int m = gr_rule_find(&g->pol.resp[r], cur, n, from, 1, &so, &eo,
-                                 &partial);
-            if (m < 0)
-                goto error;
-            if (m == 0 || partial)
-                break;
-            from = eo > so ? eo : so + 1; /* a complete one, handled above */
-        }
-        if (partial && so < *hold)
-            *hold = so;
-    }
     *outlen = n;
     return 0;
 error:
@@ -438,7 +446,7 @@ on_chunk(void *instance, sluice_req_t *req)
     if (st == NULL)
         return SLUICE_ERROR;
     const char *text;
-    size_t len, hold, outlen = 0;
+    size_t len, outlen = 0;
     char *out = NULL;
     sluice_verdict_t v = SLUICE_CONTINUE;
     int has_text = h->delta_text(req, &text, &len) == SLUICE_OK;
@@ -457,37 +465,28 @@ on_chunk(void *instance, sluice_req_t *req)
     size_t n = st->npending + len;
     buf[n] = '\0';
     /* An event without text (the finish event) ends the text: flush. */
-    if (check_stream(g, req, buf, n, !has_text, &out, &outlen, &hold, &v)) {
+    long keep = settled(g, buf, n, !has_text);
+    if (keep < 0)
+        return SLUICE_ERROR;
+    if (apply_rules(g, req, buf, (size_t)keep, &out, &outlen, &v)) {
         st->npending = 0;
         if (v == SLUICE_RESPOND && !g->can_block_stream)
             v = SLUICE_ERROR;
         return v;
     }
-    const char *cur = out != NULL ? out : buf;
-    size_t curlen = out != NULL ? outlen : n;
-    int rc = h->delta_set_text(req, cur, hold);
-    if (rc == SLUICE_OK) {
-        st->npending = curlen - hold;
-        st->pending = st->npending ? h->alloc(req, st->npending) : NULL;
-        if (st->npending && st->pending == NULL) {
-            free(out);
-            return SLUICE_ERROR;
-        }
-        memcpy(st->pending ? st->pending : buf, cur + hold, st->npending);
-    } else if (!has_text) {
-        /* This event has no delta to carry the text: keep holding. */
-        st->pending = h->alloc(req, curlen ? curlen : 1);
-        if (st->pending == NULL) {
-            free(out);
-            return SLUICE_ERROR;
-        }
-        memcpy(st->pending, cur, curlen);
-        st->npending = curlen;
-    } else {
-        free(out);
-        return SLUICE_ERROR;
-    }
+    int rc = h->delta_set_text(req, out != NULL ? out : buf, outlen);
     free(out);
+    if (rc == SLUICE_OK) {
+        /* The unsettled tail waits, as it came, for the next event. */
+        st->pending = buf + keep;
+        st->npending = n - (size_t)keep;
+        return SLUICE_CONTINUE;
+    }
+    if (has_text)
+        return SLUICE_ERROR;
+    /* This event has no delta to carry the text: keep holding it all. */
+    st->pending = buf;
+    st->npending = n;
     return SLUICE_CONTINUE;
 }
 

@@ -214,6 +214,20 @@ def test_stream_holds_back_only_what_might_match_and_redacts(gateway):
     assert any(c and "alpha" in c for c in contents[:3]), contents
 
 
+def test_stream_waits_for_a_match_that_may_grow_before_redacting(gateway):
+    # "secret" alone matches, but so would "secret code": the stream must
+    # not redact "secret" and then let " code" through.
+    gw = gateway(extra=guarded(response_deny={
+        "s": {"pattern": "secret( code)?", "action": "redact"}}))
+    r = chat(gw.port, "the secret code is here", stream=True)
+    events = sse_data(r.body)
+    assert events[-1] == "[DONE]"
+    text = stream_text(events)
+    assert text.endswith("the [REDACTED] is here"), text
+    r = chat(gw.port, "a secret kept", stream=True)
+    assert stream_text(sse_data(r.body)).endswith("a [REDACTED] kept")
+
+
 def test_unaffected_stream_passes_event_by_event(gateway):
     gw = gateway(extra=guarded(response_deny={"x": {"pattern": "zzz"}}))
     text = "one two three four five"
