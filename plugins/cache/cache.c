@@ -44,6 +44,8 @@ static const sluice_config_field_t schema[] = {
 
 typedef struct {
     const sluice_host_t *h;
+    /* Fetched once: OpenSSL 3 looks EVP_sha256() up on every init. */
+    EVP_MD *sha256;
     int64_t ttl_ms, max_entries, max_bytes;
     int shared, cache_temperature;
 } cache_t;
@@ -95,6 +97,12 @@ create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
         free(c);
         return SLUICE_EINVAL;
     }
+    c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (c->sha256 == NULL) {
+        snprintf(err, errlen, "libcrypto has no SHA256");
+        free(c);
+        return SLUICE_EINVAL;
+    }
     c->ttl_ms = ttl * 1000;
     c->shared = strcmp(scope, "shared") == 0;
     *instance = c;
@@ -104,7 +112,10 @@ create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
 static void
 destroy(void *instance)
 {
-    free(instance);
+    cache_t *c = instance;
+    if (c != NULL)
+        EVP_MD_free(c->sha256);
+    free(c);
 }
 
 static void
@@ -137,13 +148,13 @@ no_cache(cache_t *c, sluice_req_t *req)
 
 /* "e:" model "\0" hex(sha256(scope "\n" canonical)). */
 static int
-make_key(creq_t *st, const char *model, const char *scope,
-         const char *canonical)
+make_key(const EVP_MD *sha256, creq_t *st, const char *model,
+         const char *scope, const char *canonical)
 {
     unsigned char md[32];
     unsigned int mdlen = 0;
     EVP_MD_CTX *x = EVP_MD_CTX_new();
-    int ok = x != NULL && EVP_DigestInit_ex(x, EVP_sha256(), NULL) == 1 &&
+    int ok = x != NULL && EVP_DigestInit_ex(x, sha256, NULL) == 1 &&
              EVP_DigestUpdate(x, scope, strlen(scope)) == 1 &&
              EVP_DigestUpdate(x, "\n", 1) == 1 &&
              EVP_DigestUpdate(x, canonical, strlen(canonical)) == 1 &&
@@ -207,7 +218,7 @@ on_request(void *instance, sluice_req_t *req)
     }
     if (!c->shared)
         h->consumer(req, &consumer);
-    int keyed = make_key(st, model, c->shared ? "*" : consumer,
+    int keyed = make_key(c->sha256, st, model, c->shared ? "*" : consumer,
                          rq.canonical) == 0;
     int include_usage = rq.include_usage;
     int hot = rq.temperature_set && !c->cache_temperature;
