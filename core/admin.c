@@ -2,6 +2,7 @@
 #include "admin_cache.h"
 #include "admin_keys.h"
 #include "admin_plugins.h"
+#include "admin_prompts.h"
 #include "balancer.h"
 #include "clock.h"
 #include "dashboard.h"
@@ -247,6 +248,8 @@ sl_admin_handle(sl_request_t *r)
         ;
     else if (sl_admin_plugins(r))
         ;
+    else if (sl_admin_prompts(r))
+        ; /* /admin/prompts[/NAME[@VERSION]] */
     else if (IS("/admin/config") && get)
         get_config(r);
     else if (IS("/admin/reload") && post)

@@ -778,3 +778,46 @@ end}
     err = gw.stderr()
     assert "attr lua.variant=b" in err and "attr lua.score=7" in err
     assert "attr lua.ok=true" in err
+
+
+def test_stored_prompts_are_managed_by_the_admin_api_and_rendered(
+        gateway, tmp_path):
+    token, port = "adm-lua-prompts-1234", free_port()
+    script = tmp_path / "p.lua"
+    script.write_text("""
+return {on_request = function(ctx)
+  local v = ctx.headers["x-version"]
+  local text, err = sluice.prompt.render("greet", {who = "Ann"}, v)
+  sluice.respond(200, {text = text, err = err})
+end}
+""")
+    gw = gateway(extra={
+        "admin": {"addr": "127.0.0.1:%d" % port,
+                  "token_env": "SLUICE_IT_LUA_ADMIN"},
+        "prompts": {"fromconfig": "x"},
+        "routes": [{"path": CHAT, "lua": str(script)}, {"path": "/healthz"}]},
+        env={"SLUICE_IT_LUA_ADMIN": token})
+    auth = {"Authorization": "Bearer " + token}
+
+    def admin(method, path, body=None):
+        return http(port, method, path, body, auth)
+
+    assert chat(gw.port, "x").json() == {"err": "no prompt 'greet'"}
+    r = admin("PUT", "/admin/prompts/greet", {"template": "Hi {{who}}"})
+    assert r.status == 200, r
+    assert admin("PUT", "/admin/prompts/greet@v2",
+                 {"template": "Hello {{ who }}!"}).status == 200
+    r = admin("PUT", "/admin/prompts/greet@v3", {"template": "{{oops"})
+    assert r.status == 400 and r.error_code() == "invalid_template", r
+    assert admin("PUT", "/admin/prompts/bad name", {"template": "x"}
+                 ).status == 400
+    assert chat(gw.port, "x").json() == {"text": "Hi Ann"}
+    assert chat(gw.port, "x", headers={"x-version": "v2"}).json() == \
+        {"text": "Hello Ann!"}
+    listed = admin("GET", "/admin/prompts").json()["prompts"]
+    assert {(p["name"], p["version"]) for p in listed} == \
+        {("greet", None), ("greet", "v2")}
+    assert admin("DELETE", "/admin/prompts/greet@v2").status == 200
+    assert admin("DELETE", "/admin/prompts/greet@v2").status == 404
+    assert chat(gw.port, "x", headers={"x-version": "v2"}).json() == \
+        {"err": "no prompt 'greet' version 'v2'"}
