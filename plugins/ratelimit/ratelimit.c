@@ -38,6 +38,9 @@ static const sluice_config_field_t schema[] = {
      "completion tokens reserved when a request sets no max_tokens"},
     {"persist", SLUICE_CFG_BOOL, "true", 0,
      "keep the counters in the store so a restart keeps them"},
+    {"persist_interval_ms", SLUICE_CFG_INT, "0", 0,
+     "write a counter at most this often (0: after every request); a "
+     "restart or reload may forget the last interval's counts"},
     {"max_buckets", SLUICE_CFG_INT, "65536", 0,
      "consumers (x models) counted at once; past it new ones pass uncounted"},
     {NULL, 0, NULL, 0, NULL},
@@ -46,6 +49,7 @@ static const sluice_config_field_t schema[] = {
 typedef struct {
     _Atomic uint64_t key; /* the bucket's hash; 0 = free */
     _Atomic int ready;    /* seeded from the store */
+    _Atomic int64_t persisted_ms; /* when its counts were last queued */
     rl_counter_t reqs, toks;
 } rl_bucket_t;
 
@@ -58,6 +62,7 @@ typedef struct {
     const sluice_host_t *host;
     int64_t rpm, tpm, default_max;
     int persist;
+    int64_t persist_interval_ms;
     rl_model_t models[RL_MAX_MODELS];
     size_t nmodels;
     rl_bucket_t *buckets;
@@ -129,12 +134,30 @@ seed(const rl_t *rl, sluice_req_t *req, rl_bucket_t *b, uint32_t win,
     rl_seed(&b->toks, win, v[1]);
 }
 
-/* Queues the bucket's counts; one write, no read. Two requests of one
- * consumer ending at once on two threads may queue their snapshots out of
- * order: the store then lags by a request until the next one ends. */
+static int64_t
+mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Queues the bucket's counts; one write, no read, and at most one per
+ * persist_interval_ms per bucket (the thread that wins the interval
+ * writes): a store write per request would cost more than the limiting.
+ * Two requests of one consumer ending at once on two threads may queue
+ * their snapshots out of order: the store then lags by a request until
+ * the next write. */
 static void
 persist(const rl_t *rl, sluice_req_t *req, rl_bucket_t *b, uint32_t win,
         uint64_t hash) {
+    if (rl->persist_interval_ms > 0) {
+        int64_t now = mono_ms();
+        int64_t last = atomic_load_explicit(&b->persisted_ms,
+                                            memory_order_relaxed);
+        if (now - last < rl->persist_interval_ms ||
+            !atomic_compare_exchange_strong(&b->persisted_ms, &last, now))
+            return;
+    }
     char key[64];
     uint64_t v[2] = {rl_count(&b->reqs, win), rl_count(&b->toks, win)};
     int n = store_key(key, sizeof(key), win, hash);
@@ -237,6 +260,11 @@ create(const sluice_host_t *host, sluice_req_t *ctx,
     host->config_int(config, "tokens_per_minute", &rl->tpm);
     host->config_int(config, "default_max_tokens", &rl->default_max);
     host->config_bool(config, "persist", &rl->persist);
+    host->config_int(config, "persist_interval_ms", &rl->persist_interval_ms);
+    if (rl->persist_interval_ms < 0 || rl->persist_interval_ms > 60000) {
+        snprintf(err, errlen, "persist_interval_ms must be 0..60000");
+        goto fail;
+    }
     host->config_int(config, "max_buckets", &maxb);
     if (rl->rpm < 0 || rl->tpm < 0 || rl->default_max < 0) {
         snprintf(err, errlen, "limits and default_max_tokens must be >= 0");

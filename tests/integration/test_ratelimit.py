@@ -306,3 +306,18 @@ def test_a_bad_models_entry_is_a_load_error(tmp_path):
     assert p.returncode == 1
     assert "$.plugins.rl" in p.stderr and "MODEL rpm=N tpm=N" in p.stderr, \
         p.stderr
+
+
+def test_a_persist_interval_bounds_the_store_writes(gateway):
+    fresh_window(need_s=8)
+    extra = rl_config({"requests_per_minute": 1000,
+                       "persist_interval_ms": 60000})
+    gw = gateway(extra=extra)
+    for i in range(5):
+        assert chat(gw.port, "n %d" % i, model="echo").status == 200
+    # Only the first admission was written: a restart remembers one.
+    assert gw.terminate() == 0
+    gw2 = gateway(extra=extra)
+    r = chat(gw2.port, "after", model="echo")
+    assert r.status == 200, r
+    assert r.header("x-ratelimit-remaining-requests") == "998"
