@@ -97,6 +97,10 @@ ctx_index(lua_State *L) {
         cache = 0;
         sl_lua_inv_t *inv = sl_lua_vm_of(L)->current;
         lua_pushstring(L, inv ? sl_lua_phase_name(inv->phase) : "none");
+    } else if (strcmp(k, "prompt") == 0) {
+        return sl_lua_prompt_get(L, lr);
+    } else if (strcmp(k, "answer") == 0) {
+        return sl_lua_answer_get(L, lr);
     } else if (strcmp(k, "model") == 0) {
         cache = 0;
         lua_pushstring(L, r->model);
@@ -129,6 +133,13 @@ ctx_newindex(lua_State *L) {
         r->consumer = sl_arena_strndup(r->arena, s, n);
         return 0;
     }
+    if (strcmp(k, "prompt") == 0) {
+        if (lr->stage != SL_LUA_STAGE_REQUEST)
+            return luaL_error(L, "ctx.prompt: can be set in on_request only");
+        return sl_lua_prompt_set(L, lr, 3);
+    }
+    if (strcmp(k, "answer") == 0)
+        return sl_lua_answer_set(L, lr, 3);
     if (strcmp(k, "status") == 0) {
         int st = (int)luaL_checkinteger(L, 3);
         if (lr->stage != SL_LUA_STAGE_RESPONSE)
@@ -168,9 +179,12 @@ sl_lua_ctx_init(lua_State *L, sl_lua_vm_t *vm) {
     vm->ctx_mt = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-static int
-ctx_create(lua_State *L) {
-    sl_lua_req_t *lr = lua_touserdata(L, 1);
+int
+sl_lua_ctx_new(sl_lua_req_t *lr) {
+    /* Not through lua_cpcall, which costs more than the table: outside a
+     * phase call the allocator refuses nothing, and an allocation that
+     * fails anyway is a process out of memory. */
+    lua_State *L = lr->vm->L;
     lua_createtable(L, 0, 6);
     lua_pushlightuserdata(L, (void *)&req_key);
     lua_pushlightuserdata(L, lr);
@@ -183,12 +197,6 @@ ctx_create(lua_State *L) {
     return 0;
 }
 
-int
-sl_lua_ctx_new(sl_lua_req_t *lr) {
-    lr->ctx = LUA_NOREF;
-    return lua_cpcall(lr->vm->L, ctx_create, lr) == 0 ? 0 : SL_ENOMEM;
-}
-
 void
 sl_lua_ctx_push(sl_lua_req_t *lr, lua_State *co) {
     lua_rawgeti(co, LUA_REGISTRYINDEX, lr->ctx);
@@ -196,7 +204,7 @@ sl_lua_ctx_push(sl_lua_req_t *lr, lua_State *co) {
 
 char *
 sl_lua_ctx_take(sl_lua_req_t *lr, const char *field, size_t *len, int *is_text,
-                char *err, size_t errcap, int *failed) {
+                char *err, size_t errcap, int *failed, cJSON **tree) {
     lua_State *L = lr->vm->L;
     char *out = NULL;
     *failed = *is_text = 0;
@@ -215,6 +223,14 @@ sl_lua_ctx_take(sl_lua_req_t *lr, const char *field, size_t *len, int *is_text,
     } else if (lua_istable(L, -1)) {
         out = sl_lua_json_encode(L, -1, len, err, errcap);
         *failed = out == NULL;
+        /* The same table as a tree, for who wants one: cheaper than
+         * parsing the text again. */
+        if (out != NULL && tree != NULL &&
+            (*tree = sl_lua_to_json(L, -1, err, errcap)) == NULL) {
+            free(out);
+            out = NULL;
+            *failed = 1;
+        }
     }
     lua_pop(L, 2);
     return out;

@@ -147,7 +147,8 @@ typedef struct sl_lua_req {
     const char *ans_type, *ans_extra;
     char *ans_body;
     size_t ans_len;
-    int passing; /* the answer goes out: do not take it again */
+    int passing;      /* the answer goes out: do not take it again */
+    int prompt_dirty; /* ctx.prompt was set in the request's tree */
     /* on_chunk */
     int stream_failed;
     int forwarding;     /* an event the script added: let it through */
@@ -255,11 +256,19 @@ void sl_lua_ctx_push(sl_lua_req_t *lr, lua_State *co);
 /* What the script left in ctx.FIELD ("request", "response"): a table as
  * JSON text, a string as it is (*is_text), malloc'd; NULL when the script
  * never read or set it, or (*failed, a message in err) when it holds
- * something that cannot be sent. */
+ * something that cannot be sent. With tree, a table is also given as a
+ * cJSON tree (the caller deletes it). */
 char *sl_lua_ctx_take(sl_lua_req_t *lr, const char *field, size_t *len,
-                      int *is_text, char *err, size_t errcap, int *failed);
+                      int *is_text, char *err, size_t errcap, int *failed,
+                      cJSON **tree);
 /* Copies ctx.vars into r->vars (JSON text) for the log phase. */
 void sl_lua_ctx_save_vars(sl_lua_req_t *lr);
+/* ---- ctx_text.c: ctx.prompt and ctx.answer (ctx at index 1) ---- */
+int sl_lua_prompt_get(lua_State *L, sl_lua_req_t *lr);
+int sl_lua_prompt_set(lua_State *L, sl_lua_req_t *lr, int idx);
+int sl_lua_answer_get(lua_State *L, sl_lua_req_t *lr);
+int sl_lua_answer_set(lua_State *L, sl_lua_req_t *lr, int idx);
+
 /* Unlinks ctx from lr (a ctx kept past its request raises errors) and
  * drops the ref. */
 void sl_lua_ctx_release(sl_lua_req_t *lr);

@@ -112,20 +112,30 @@ apply_request(sl_lua_req_t *lr) {
     char err[200];
     int failed, is_text;
     size_t len;
+    cJSON *j = NULL;
     char *text = sl_lua_ctx_take(lr, "request", &len, &is_text, err,
-                                 sizeof(err), &failed);
+                                 sizeof(err), &failed, &j);
     if (failed)
         return bad_request(lr, err);
+    if (text == NULL && lr->prompt_dirty) {
+        /* Only ctx.prompt changed: the tree is the request already. */
+        char *s = cJSON_PrintUnformatted(k->json);
+        r->body_len = s ? strlen(s) : 0;
+        r->body = s ? sl_arena_strndup(r->arena, s, r->body_len) : NULL;
+        cJSON_free(s);
+        return r->body != NULL ? 0 : bad_request(lr, "out of memory");
+    }
     if (text == NULL)
         return 0;
-    if (sl_arena_cleanup_add(r->arena, free, text) != 0) {
+    if (is_text || !cJSON_IsObject(j)) {
         free(text);
-        return bad_request(lr, "out of memory");
-    }
-    cJSON *j = is_text ? NULL : cJSON_ParseWithLength(text, len);
-    if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
         return bad_request(lr, "must be a table");
+    }
+    if (sl_arena_cleanup_add(r->arena, free, text) != 0) {
+        free(text);
+        cJSON_Delete(j);
+        return bad_request(lr, "out of memory");
     }
     if (sl_arena_cleanup_add(r->arena, (sl_cleanup_fn)cJSON_Delete, j) != 0) {
         cJSON_Delete(j);
@@ -275,7 +285,7 @@ response_over(sl_lua_req_t *lr, sl_lua_result_t res) {
     size_t len = lr->ans_len;
     const char *body = lr->ans_body, *type = lr->ans_type;
     char *text = sl_lua_ctx_take(lr, "response", &len, &is_text, err,
-                                 sizeof(err), &failed);
+                                 sizeof(err), &failed, NULL);
     if (failed) {
         char *msg = sl_arena_printf(r->arena, "ctx.response: %s", err);
         answer_failure(lr, "on_response", SL_LUA_KILL_NONE, msg ? msg : err);

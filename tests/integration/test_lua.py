@@ -821,3 +821,77 @@ end}
     assert admin("DELETE", "/admin/prompts/greet@v2").status == 404
     assert chat(gw.port, "x", headers={"x-version": "v2"}).json() == \
         {"err": "no prompt 'greet' version 'v2'"}
+
+
+def test_prompt_and_answer_edit_text_without_tables(lua_gw, mock):
+    gw = lua_gw("""
+return {
+  on_request = function(ctx)
+    local mode = ctx.headers["x-mode"]
+    if mode == "table" then
+      ctx.request.temperature = 0.5  -- the table exists: prompt uses it
+    end
+    ctx.vars.before = ctx.prompt
+    ctx.prompt = "[" .. ctx.prompt .. "]"
+  end,
+  on_response = function(ctx)
+    if ctx.headers["x-mode"] == "table" then
+      ctx.response.id = "changed"
+    end
+    ctx.answer = ctx.answer .. "!"
+  end,
+}
+""")
+    r = http(gw.port, "POST", CHAT, {
+        "model": "gpt-test",
+        "messages": [{"role": "user", "content": "old"},
+                     {"role": "assistant", "content": "a"},
+                     {"role": "user", "content": [
+                         {"type": "text", "text": "x"},
+                         {"type": "image_url", "image_url": {"url": "u"}},
+                         {"type": "text", "text": "y"}]}]})
+    assert content(r) == "[x\ny]!"
+    sent = upstream_chats(mock)[-1]["messages"]
+    assert sent[0]["content"] == "old" and sent[2]["content"] == "[x\ny]"
+    r = chat(gw.port, 'say "hi"', headers={"x-mode": "table"})
+    assert content(r) == '[say "hi"]!' and r.json()["id"] == "changed"
+    assert upstream_chats(mock)[-1]["temperature"] == 0.5
+
+
+def test_prompt_and_answer_misuse_and_absence(lua_gw):
+    gw = lua_gw("""
+return {
+  on_request = function(ctx)
+    local m = ctx.headers["x-mode"]
+    if m == "nouser" then
+      ctx.request.messages = {{role = "system", content = "s"}}
+      local ok, err = pcall(function() ctx.prompt = "x" end)
+      sluice.respond(200, {prompt = ctx.prompt == nil, err = err,
+                           answer = ctx.answer == nil})
+    end
+    if m == "type" then
+      local ok, err = pcall(function() ctx.prompt = 42 end)
+      sluice.respond(200, {err = err})
+    end
+  end,
+  on_response = function(ctx)
+    local ok, err = pcall(function() ctx.prompt = "late" end)
+    ctx.vars.late = err
+    if ctx.answer == nil then ctx.answer = "was a tool call" end
+  end,
+}
+""")
+    out = chat(gw.port, "x", headers={"x-mode": "nouser"}).json()
+    assert out["prompt"] is True and out["answer"] is True
+    assert "ctx.prompt: the request has no user message" in out["err"]
+    err = chat(gw.port, "x", headers={"x-mode": "type"}).json()["err"]
+    assert "ctx.prompt: must be a string" in err
+    r = chat(gw.port, "call it [mock:tool=lookup]",
+             tools=[{"type": "function", "function": {
+                 "name": "lookup", "parameters": {"type": "object"}}}])
+    msg = r.json()["choices"][0]["message"]
+    assert msg["content"] == "was a tool call"
+    assert msg["tool_calls"][0]["function"]["name"] == "lookup"
+    line = log_lines(gw, lambda l: l.get("vars"))
+    assert "ctx.prompt: can be set in on_request only" in \
+        line[-1]["vars"]["late"]
