@@ -286,12 +286,14 @@ on_signal(evutil_socket_t sig, short what, void *arg)
     if (sig == SIGHUP) {
         sl_config_errors_t errs = {0};
         if (sl_server_reload(srv, &errs) != 0) {
-            fprintf(stderr, "sluice: reload on SIGHUP rejected; the running "
-                            "config stays\n");
+            /* The reasons first, the verdict last: whoever waits for the
+             * verdict line finds the reasons already written. */
             for (size_t i = 0; i < errs.count; i++)
                 if (!errs.items[i].warning)
                     fprintf(stderr, "sluice: %s: %s\n", errs.items[i].path,
                             errs.items[i].message);
+            fprintf(stderr, "sluice: reload on SIGHUP rejected; the running "
+                            "config stays\n");
         }
         sl_config_errors_free(&errs);
         return;
