@@ -139,6 +139,51 @@ sl_call_forward(sl_call_t *k, const char *data, size_t len)
 }
 
 void
+sl_call_stream_cut(sl_call_t *k, int result, const char *why,
+                   const char *ended)
+{
+    sl_request_t *r = k->r;
+    /* After the commit point there is no silent switch: the client learns
+     * that the answer is cut. */
+    sl_call_release(k, 0);
+    const char *msg =
+        result == SL_ETIMEDOUT ? "the upstream timed out mid-stream"
+        : result == SL_EINVAL  ? "the upstream stream is larger than "
+                                 "limits.max_response_bytes"
+        : result != 0 && why != NULL
+            ? sl_arena_printf(r->arena, "upstream stream failed: %s", why)
+            : ended;
+    sl_call_stream_fail(k, msg ? msg : "upstream stream failed",
+                        result == SL_ETIMEDOUT ? "upstream_timeout"
+                        : result == SL_EINVAL  ? "upstream_response_too_large"
+                                               : "upstream_stream_cut");
+}
+
+int
+sl_call_transport_failed(sl_call_t *k, int result, const char *why)
+{
+    sl_request_t *r = k->r;
+    if (result == 0)
+        return 0;
+    if (result != SL_EINVAL && sl_call_retry(k, result, 0, NULL))
+        return 1;
+    if (result == SL_ETIMEDOUT) {
+        sl_response_error(r, 504, why ? why : "the upstream timed out",
+                          "upstream_timeout");
+    } else if (result == SL_EINVAL) {
+        sl_call_release(k, 1);
+        sl_response_error(r, 502, "the upstream response is too large",
+                          "upstream_response_too_large");
+    } else {
+        char *msg = sl_arena_printf(r->arena, "upstream request failed: %s",
+                                    why ? why : "unknown error");
+        sl_response_error(r, 502, msg ? msg : "upstream request failed",
+                          "upstream_error");
+    }
+    return 1;
+}
+
+void
 sl_call_stream_fail(sl_call_t *k, const char *message, const char *code)
 {
     char body[1024];

@@ -1537,21 +1537,8 @@ on_done(void *ud, int result, int status, const char *why) {
             sl_response_stream_end(r, 1);
             return;
         }
-        /* After the commit point there is no silent switch: the client
-         * learns that the answer is cut. */
-        sl_call_release(k, 0);
-        const char *msg =
-            result == SL_ETIMEDOUT ? "the upstream timed out mid-stream"
-            : result == SL_EINVAL  ? "the upstream stream is larger than "
-                                     "limits.max_response_bytes"
-            : result != 0 && why != NULL
-                ? sl_arena_printf(r->arena, "upstream stream failed: %s", why)
-                : "upstream stream ended before message_stop";
-        sl_call_stream_fail(k, msg ? msg : "upstream stream failed",
-                            result == SL_ETIMEDOUT ? "upstream_timeout"
-                            : result == SL_EINVAL
-                                ? "upstream_response_too_large"
-                                : "upstream_stream_cut");
+        sl_call_stream_cut(k, result, why,
+                           "upstream stream ended before message_stop");
         return;
     }
     if (result == 0 && status >= 200 && status <= 299 && k->sse_on) {
@@ -1559,26 +1546,8 @@ on_done(void *ud, int result, int status, const char *why) {
         result = SL_EUPSTREAM;
         why = "the upstream stream ended before any content";
     }
-    if (result != 0 && result != SL_EINVAL && sl_call_retry(k, result, 0, NULL))
+    if (sl_call_transport_failed(k, result, why))
         return;
-    if (result == SL_ETIMEDOUT) {
-        sl_response_error(r, 504, why ? why : "the upstream timed out",
-                          "upstream_timeout");
-        return;
-    }
-    if (result == SL_EINVAL) {
-        sl_call_release(k, 1);
-        sl_response_error(r, 502, "the upstream response is too large",
-                          "upstream_response_too_large");
-        return;
-    }
-    if (result != 0) {
-        char *msg = sl_arena_printf(r->arena, "upstream request failed: %s",
-                                    why ? why : "unknown error");
-        sl_response_error(r, 502, msg ? msg : "upstream request failed",
-                          "upstream_error");
-        return;
-    }
     if (status < 200 || status > 299) {
         if (sl_call_retry(k, 0, status, retry))
             return;

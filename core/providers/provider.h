@@ -83,6 +83,15 @@ const char *sl_call_success_headers(sl_call_t *k);
  * stream head on the first one. Returns non-zero when the caller should
  * pause (client buffer full). */
 int sl_call_forward(sl_call_t *k, const char *data, size_t len);
+/* Ends a committed stream that the upstream failed (result, why as
+ * on_done got them; `ended` says what was missing when the upstream just
+ * stopped): the breaker hears of it and the client gets an error event. */
+void sl_call_stream_cut(sl_call_t *k, int result, const char *why,
+                        const char *ended);
+/* Answers (or retries) an upstream call that failed before any HTTP answer
+ * (result != 0): 504 on a timeout, 502 otherwise. Returns 0 when result is
+ * 0 and the caller goes on, 1 when the request was dealt with. */
+int sl_call_transport_failed(sl_call_t *k, int result, const char *why);
 /* Ends a started stream with an error event and no [DONE]. */
 void sl_call_stream_fail(sl_call_t *k, const char *message, const char *code);
 /* The text of the last user message (string content or text parts);
