@@ -23,7 +23,7 @@ char *sl_arena_printf(sl_arena_t *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Registers fn(data) to run at reset/destroy: for what is not arena memory
- * (a cJSON tree, a curl handle). 0 or SL_ENOMEM. */
+ * (a cJSON tree, an evbuffer). 0 or SL_ENOMEM. */
 int sl_arena_cleanup_add(sl_arena_t *a, sl_cleanup_fn fn, void *data);
 
 #endif

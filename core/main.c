@@ -7,7 +7,6 @@
 #include "worker.h"
 #include "../lua/host.h"
 
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
@@ -145,13 +144,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     /* No evthread_use_pthreads(): each event_base is used by one thread
      * only, so libevent needs no locks. */
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-        fprintf(stderr, "sluice: cannot initialise libcurl/libevent\n");
-        sl_config_free(cfg);
-        return 1;
-    }
     int rc = sl_server_run(file, cfg); /* takes cfg */
-    curl_global_cleanup();
     libevent_global_shutdown();
     return rc;
 }

@@ -115,22 +115,23 @@ capture(sl_request_t *r, const char *s, size_t len, size_t *out_len) {
     return copy;
 }
 
-const struct curl_slist *
-sl_reqlog_upstream(sl_request_t *r, const struct curl_slist *base,
+const sl_headers_t *
+sl_reqlog_upstream(sl_request_t *r, const sl_headers_t *base,
                    const char *body, size_t len) {
     if (r->cfg->reqlog_enabled && r->cfg->reqlog_capture_bodies && body != NULL)
         r->log_up_body = capture(r, body, len, &r->log_up_body_len);
     if (r->trace_id[0] == '\0')
         return base;
-    /* curl only reads the list: a node of our own in front of the shared
-     * one adds the header without copying or changing the rest. */
-    struct curl_slist *node = sl_arena_alloc(r->arena, sizeof(*node));
-    char *line = sl_arena_printf(r->arena, "traceparent: 00-%s-%s-%02x",
+    /* The client only reads the list: a node of our own in front of the
+     * shared one adds the header without copying or changing the rest. */
+    sl_headers_t *node = sl_arena_alloc(r->arena, sizeof(*node));
+    char *line = sl_arena_printf(r->arena, "traceparent: 00-%s-%s-%02x\r\n",
                                  r->trace_id, r->span_id, r->trace_flags);
     if (node == NULL || line == NULL)
         return base;
     node->data = line;
-    node->next = (struct curl_slist *)base;
+    node->len = strlen(line);
+    node->next = base;
     /* tracestate goes along with the trace it belongs to, as it came (the
      * W3C spec lets a participant that adds nothing pass it unchanged);
      * with a trace of our own it would describe someone else's. */
@@ -138,11 +139,12 @@ sl_reqlog_upstream(sl_request_t *r, const struct curl_slist *base,
         r->parent_id[0] != '\0' ? sl_http_header_find(&r->http, "tracestate")
                                 : NULL;
     if (ts != NULL && ts->value_len > 0 && ts->value_len <= 512) {
-        struct curl_slist *tn = sl_arena_alloc(r->arena, sizeof(*tn));
-        char *tl = sl_arena_printf(r->arena, "tracestate: %.*s",
+        sl_headers_t *tn = sl_arena_alloc(r->arena, sizeof(*tn));
+        char *tl = sl_arena_printf(r->arena, "tracestate: %.*s\r\n",
                                    (int)ts->value_len, ts->value);
         if (tn != NULL && tl != NULL) {
             tn->data = tl;
+            tn->len = strlen(tl);
             tn->next = node;
             return tn;
         }

@@ -10,7 +10,7 @@
 #include "request.h"
 #include "store.h"
 
-#include <curl/curl.h>
+#include "upstream.h"
 #include <event2/event.h>
 #include <stdint.h>
 
@@ -35,8 +35,8 @@ void sl_trace_begin(sl_request_t *r);
  * the provider's prebuilt list with this request's traceparent in front,
  * one node on the request arena (the shared list is never changed) -- and,
  * when bodies are captured, notes the body the provider gets. */
-const struct curl_slist *sl_reqlog_upstream(sl_request_t *r,
-                                            const struct curl_slist *base,
+const sl_headers_t *sl_reqlog_upstream(sl_request_t *r,
+                                       const sl_headers_t *base,
                                             const char *body, size_t len);
 
 /* ---- recording (worker threads) ---- */

@@ -5,22 +5,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static struct curl_slist *
+/* A provider's request header lines, as one block built at load: a
+ * request copies it into its head with one memcpy. */
+static sl_headers_t *
 headers_for(const sl_provider_t *p, int stream)
 {
-    struct curl_slist *h = NULL;
-    h = curl_slist_append(h, "Content-Type: application/json");
-    h = curl_slist_append(h, stream ? "Accept: text/event-stream"
-                                    : "Accept: application/json");
-    /* No "Expect: 100-continue" round trip before the body. */
-    h = curl_slist_append(h, "Expect:");
-    if (p->type == SL_PROVIDER_ANTHROPIC) {
-        char v[160];
-        snprintf(v, sizeof(v), "anthropic-version: %s", p->anthropic_version);
-        h = curl_slist_append(h, v);
-    }
-    if (p->auth_header != NULL)
-        h = curl_slist_append(h, p->auth_header);
+    char version[160] = "";
+    if (p->type == SL_PROVIDER_ANTHROPIC)
+        snprintf(version, sizeof(version), "anthropic-version: %s\r\n",
+                 p->anthropic_version);
+    const char *auth = p->auth_header != NULL ? p->auth_header : "";
+    int n = snprintf(NULL, 0, "Content-Type: application/json\r\n"
+                              "Accept: %s\r\n%s%s%s",
+                     stream ? "text/event-stream" : "application/json",
+                     version, auth, *auth ? "\r\n" : "");
+    sl_headers_t *h = malloc(sizeof(*h) + (size_t)n + 1);
+    if (h == NULL)
+        return NULL;
+    char *d = (char *)(h + 1);
+    snprintf(d, (size_t)n + 1, "Content-Type: application/json\r\n"
+                               "Accept: %s\r\n%s%s%s",
+             stream ? "text/event-stream" : "application/json", version, auth,
+             *auth ? "\r\n" : "");
+    h->data = d;
+    h->len = (size_t)n;
+    h->next = NULL;
     return h;
 }
 
@@ -33,8 +42,8 @@ snapshot_free(sl_snapshot_t *s)
         s->plugins_free(s->plugins);
     sl_tls_free(s->tls, s->cfg->nlisten);
     for (size_t i = 0; s->provider_headers && i < s->cfg->nproviders; i++) {
-        curl_slist_free_all(s->provider_headers[i]);
-        curl_slist_free_all(s->provider_stream_headers[i]);
+        sl_headers_free(s->provider_headers[i]);
+        sl_headers_free(s->provider_stream_headers[i]);
     }
     free(s->provider_headers);
     free(s->provider_stream_headers);

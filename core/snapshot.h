@@ -13,7 +13,7 @@
 
 #include "config.h"
 
-#include <curl/curl.h>
+#include "upstream.h"
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -22,8 +22,8 @@ typedef struct sl_snapshot {
     uint64_t generation;
     char *models_json; /* the GET /v1/models answer */
     /* Per provider, parallel to cfg->providers. */
-    struct curl_slist **provider_headers;
-    struct curl_slist **provider_stream_headers;
+    sl_headers_t **provider_headers; /* one block of lines each */
+    sl_headers_t **provider_stream_headers;
     void *plugins; /* the plugin instances of this config (plugin.h) */
     struct ssl_ctx_st **tls; /* per listen entry; NULL where plain */
     void (*plugins_free)(void *plugins);

@@ -1,19 +1,38 @@
-/* Upstream HTTP calls: one libcurl multi handle per worker, driven by the
- * worker's event_base, so no call ever blocks the worker. */
+/* Upstream HTTP/1.1 calls, our own client on the worker's event_base: a
+ * pool of keep-alive connections per origin and worker, plain or TLS, so no
+ * call ever blocks the worker and a request on a warm connection costs one
+ * write and one read. */
 #ifndef SL_UPSTREAM_H
 #define SL_UPSTREAM_H
 
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "upstream_parse.h"
+
 typedef struct sl_upstream sl_upstream_t;
 typedef struct sl_upcall sl_upcall_t;
 
+/* Request header lines: each node holds one or more complete lines, every
+ * one ending in CRLF. The client only reads the list, so a shared prebuilt
+ * list (a provider's headers in the snapshot) takes a per-request line by
+ * putting a node from the request arena in front of it. Host and
+ * Content-Length are the client's; the list must not carry them. */
+typedef struct sl_headers {
+    const char *data;
+    size_t len;
+    const struct sl_headers *next;
+} sl_headers_t;
+
+/* A node for one line "Name: value" (CRLF added), or NULL without memory;
+ * free with sl_headers_free (the whole list). */
+sl_headers_t *sl_headers_append(sl_headers_t *list, const char *line);
+void sl_headers_free(sl_headers_t *list);
+
 typedef struct {
-    const char *url;
-    const struct curl_slist *headers; /* borrowed; must outlive the call */
+    const char *url; /* http:// or https:// */
+    const sl_headers_t *headers; /* borrowed; must outlive the call */
     const char *body;                 /* borrowed until on_done */
     size_t body_len;
     long connect_timeout_ms;
@@ -58,16 +77,5 @@ void sl_upcall_pause(sl_upcall_t *c, int paused);
 
 /* Number of calls in flight on this worker (tests and drain). */
 size_t sl_upstream_active(const sl_upstream_t *u);
-
-/* Checks one raw response header line as curl hands it over, for the same
- * strictness as requests (RFC 9112). `state` is zeroed before the status
- * line. Returns 0 or SL_EINVAL with *why. Exposed for unit tests. */
-typedef struct {
-    int content_lengths;
-    int transfer_encodings;
-    int64_t content_length;
-} sl_resp_check_t;
-int sl_upstream_check_header(sl_resp_check_t *state, const char *line,
-                             size_t len, const char **why);
 
 #endif

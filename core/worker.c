@@ -187,8 +187,8 @@ sl_worker_init(sl_server_t *srv, sl_worker_t *w, int id, sl_snapshot_t *snap)
              (uint64_t)(id + 1) * 0x9E3779B97F4A7C15ULL;
     if (w->rng == 0)
         w->rng = 1;
-    /* The changelist folds curl's per-transfer socket del/add pairs into
-     * nothing instead of an epoll_ctl each. */
+    /* The changelist folds a del/add pair on one fd within a loop turn
+     * (an event re-armed for another kind) into at most one epoll_ctl. */
     struct event_config *ec = event_config_new();
     if (ec == NULL)
         return SL_ENOMEM;

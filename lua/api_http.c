@@ -1,5 +1,5 @@
 /* sluice.http.request and sluice.sleep: both wait on the worker's event
- * loop (libcurl multi for HTTP, a timer for sleep). */
+ * loop (the upstream client for HTTP, a timer for sleep). */
 #include "clock.h"
 #include "error.h"
 #include "lua_int.h"
@@ -19,7 +19,7 @@ typedef struct {
     sl_lua_op_t op;
     sl_lua_inv_t *inv;
     sl_upcall_t *up;
-    struct curl_slist *headers;
+    sl_headers_t *headers;
     struct evbuffer *body;
     struct evbuffer *head; /* "name\0value\0" pairs of the last head */
     size_t cap;
@@ -32,7 +32,7 @@ http_cleanup(void *arg) {
     if (o->up != NULL)
         sl_upcall_cancel(o->up); /* before the headers it points to go */
     o->up = NULL;
-    curl_slist_free_all(o->headers);
+    sl_headers_free(o->headers);
     o->headers = NULL;
     if (o->body != NULL)
         evbuffer_free(o->body);
@@ -247,9 +247,16 @@ l_request(lua_State *L) {
                 return luaL_error(L, "sluice.http.request: headers must map "
                                      "names to string values (no line "
                                      "breaks)");
+            /* The client frames the request itself. */
+            if (strcasecmp(name, "host") == 0 ||
+                strcasecmp(name, "content-length") == 0 ||
+                strcasecmp(name, "transfer-encoding") == 0) {
+                lua_pop(L, 1);
+                continue;
+            }
             char *line = sl_arena_printf(r->arena, "%s: %s", name, val);
-            struct curl_slist *h =
-                line ? curl_slist_append(o->headers, line) : NULL;
+            sl_headers_t *h =
+                line ? sl_headers_append(o->headers, line) : NULL;
             if (h == NULL)
                 return luaL_error(L, "sluice.http.request: out of memory");
             o->headers = h;
@@ -261,16 +268,13 @@ l_request(lua_State *L) {
                              "table");
     }
     lua_pop(L, 1);
-    struct curl_slist *h = curl_slist_append(o->headers, "Expect:");
-    if (h != NULL)
+    if (json_body && !have_type) {
+        sl_headers_t *h =
+            sl_headers_append(o->headers, "Content-Type: application/json");
+        if (h == NULL)
+            return luaL_error(L, "sluice.http.request: out of memory");
         o->headers = h;
-    if (json_body && !have_type && h != NULL) {
-        h = curl_slist_append(o->headers, "Content-Type: application/json");
-        if (h != NULL)
-            o->headers = h;
     }
-    if (h == NULL)
-        return luaL_error(L, "sluice.http.request: out of memory");
 
     sl_upcall_params_t p = {
         .url = url,

@@ -74,7 +74,6 @@ missing_packages() {
     command -v libtoolize >/dev/null || m+=(libtool)
     command -v pkg-config >/dev/null || m+=(pkg-config)
     have_header event2/thread.h || m+=(libevent-dev)
-    have_header curl/curl.h || m+=(libcurl4-openssl-dev)
     have_header cjson/cJSON.h || m+=(libcjson-dev)
     have_header lmdb.h || m+=(liblmdb-dev)
     have_header luajit-2.1/luajit.h || m+=(libluajit2-5.1-dev)
