@@ -146,199 +146,45 @@ EOF
     >"$TMP/nginx/out" 2>&1 &
 PIDS+=($!)
 
-cat >"$TMP/sluice.json" <<EOF
-{
-  "listen": [{"addr": "127.0.0.1:0"}],
-  "workers": 1,
-  "data_dir": "$TMP/data",
-  "providers": {
-    "mock": {"type": "openai", "base_url": "http://127.0.0.1:$MOCK_PORT/v1"}
-  },
-  "models": {"bench": {"targets": [{"provider": "mock", "model": "bench"}]}},
-  "access_log": "off"
-}
-EOF
-"${SERVER_CPU[@]}" "$SLUICE_BIN" -c "$TMP/sluice.json" >"$TMP/sluice.out" 2>&1 &
-PIDS+=($!)
-SLUICE_PID=$!
-SLUICE_PORT=$(wait_for_line "$TMP/sluice.out" 'listening on 127\.0\.0\.1:[0-9]+' "$SLUICE_PID" |
-    sed 's/.*://') || die "sluice did not start"
-
-# The same gateway with the bundled plugins on its chat route: auth (an
-# API key made with `sluice keys create`) and ratelimit when the auth
-# plugin is built, else ratelimit alone; limits far above what the run
-# sends, so every request is counted and none is refused.
-PLUGINS_LABEL=""
-PLUGINS_KEY=""
-if [ -f "$BUILD/plugins/ratelimit.so" ]; then
-    PLUGINS_LIST='"ratelimit"'
-    PLUGINS_LABEL="ratelimit"
-    AUTH_ENTRY=""
-    if [ -f "$BUILD/plugins/auth.so" ]; then
-        PLUGINS_LIST='"auth", "ratelimit"'
-        PLUGINS_LABEL="auth + ratelimit"
-        AUTH_ENTRY='"auth": {"path": "auth.so", "config": {}},'
+# Every sluice variant of variants.sh, each on its own port: sluice (the
+# pass-through), bare, plugins, lua, pipeline and cachehit. A variant whose
+# plugins are not built is left out.
+# shellcheck source=bench/variants.sh
+. "$HERE/variants.sh"
+declare -A VARIANT_PORT VARIANT_KEY VARIANT_LABEL
+for name in $BENCH_VARIANTS; do
+    if ! bench_config "$name" "$TMP" "$MOCK_PORT" "$BUILD"; then
+        echo "bench: the plugins of the $name row are not built: left out" >&2
+        continue
     fi
-    cat >"$TMP/sluice-plugins.json" <<EOF
-{
-  "listen": [{"addr": "127.0.0.1:0"}],
-  "workers": 1,
-  "data_dir": "$TMP/data-plugins",
-  "plugin_dir": "$BUILD/plugins",
-  "providers": {
-    "mock": {"type": "openai", "base_url": "http://127.0.0.1:$MOCK_PORT/v1"}
-  },
-  "models": {"bench": {"targets": [{"provider": "mock", "model": "bench"}]}},
-  "plugins": {
-    $AUTH_ENTRY
-    "ratelimit": {"path": "ratelimit.so",
-                  "config": {"requests_per_minute": 1000000000,
-                             "tokens_per_minute": 1000000000000}}
-  },
-  "routes": [{"path": "/v1/chat/completions", "plugins": [$PLUGINS_LIST]}],
-  "access_log": "off"
-}
-EOF
-    if [ -n "$AUTH_ENTRY" ]; then
-        PLUGINS_KEY=$("$SLUICE_BIN" keys create --name bench -c "$TMP/sluice-plugins.json" 2>"$TMP/keys.err") ||
+    VARIANT_LABEL[$name]=$BENCH_LABEL
+    if [ "$BENCH_KEYED" = 1 ]; then
+        VARIANT_KEY[$name]=$("$SLUICE_BIN" keys create --name bench -c "$TMP/sluice-$name.json" 2>"$TMP/keys.err") ||
             { cat "$TMP/keys.err" >&2; die "sluice keys create failed"; }
     fi
-    "${SERVER_CPU[@]}" "$SLUICE_BIN" -c "$TMP/sluice-plugins.json" >"$TMP/sluice-plugins.out" 2>&1 &
-    PIDS+=($!)
-    PLUGINS_PID=$!
-    PLUGINS_PORT=$(wait_for_line "$TMP/sluice-plugins.out" 'listening on 127\.0\.0\.1:[0-9]+' "$PLUGINS_PID" |
-        sed 's/.*://') || die "sluice with plugins did not start"
-else
-    echo "bench: no $BUILD/plugins/ratelimit.so: no plugins row" >&2
-fi
-
-# start_variant NAME: one more sluice from $TMP/sluice-NAME.json; its
-# port goes in VARIANT_PORT[NAME]. Returns non-zero when it did not start.
-declare -A VARIANT_PORT VARIANT_KEY
-start_variant() {
-    local name=$1 pid port
     "${SERVER_CPU[@]}" "$SLUICE_BIN" -c "$TMP/sluice-$name.json" >"$TMP/sluice-$name.out" 2>&1 &
     pid=$!
     PIDS+=($pid)
     port=$(wait_for_line "$TMP/sluice-$name.out" 'listening on 127\.0\.0\.1:[0-9]+' "$pid" |
-        sed 's/.*://') || { cat "$TMP/sluice-$name.out" >&2; return 1; }
+        sed 's/.*://') || { cat "$TMP/sluice-$name.out" >&2; die "sluice ($name) did not start"; }
     VARIANT_PORT[$name]=$port
-}
-
-# The same gateway with its per-request metrics, usage ledger and request
-# log off: the
-# pair (sluice, bare) shows what observability costs.
-cat >"$TMP/sluice-bare.json" <<EOF
-{
-  "listen": [{"addr": "127.0.0.1:0"}],
-  "workers": 1,
-  "data_dir": "$TMP/data-bare",
-  "providers": {
-    "mock": {"type": "openai", "base_url": "http://127.0.0.1:$MOCK_PORT/v1"}
-  },
-  "models": {"bench": {"targets": [{"provider": "mock", "model": "bench"}]}},
-  "metrics": false,
-  "ledger": false,
-  "request_log": {"enabled": false},
-  "access_log": "off"
-}
-EOF
-start_variant bare || echo "bench: the observability-off variant did not start" >&2
-
-# The "Lua transform": the same gateway with a Lua script on its chat route,
-# bench/transform.lua, which edits the prompt on the way in and the answer
-# on the way out.
-cat >"$TMP/sluice-lua.json" <<EOF
-{
-  "listen": [{"addr": "127.0.0.1:0"}],
-  "workers": 1,
-  "data_dir": "$TMP/data-lua",
-  "providers": {
-    "mock": {"type": "openai", "base_url": "http://127.0.0.1:$MOCK_PORT/v1"}
-  },
-  "models": {"bench": {"targets": [{"provider": "mock", "model": "bench"}]}},
-  "routes": [{"path": "/v1/chat/completions", "lua": "$HERE/transform.lua"}],
-  "access_log": "off"
-}
-EOF
-start_variant lua || echo "bench: the Lua transform variant did not start" >&2
-
-# The full pipeline in the documented order -- auth (when built),
-# ratelimit, pii, guardrails, cache -- with the cache on its miss path
-# (max_entry_bytes 1: every request is keyed and looked up, and its answer
-# is never stored), and a gateway whose route has the cache alone, so that
-# after the first request every one is a hit that never reaches the mock.
-PIPELINE_LABEL=""
-if [ -f "$BUILD/plugins/ratelimit.so" ] && [ -f "$BUILD/plugins/pii.so" ] &&
-    [ -f "$BUILD/plugins/guardrails.so" ] && [ -f "$BUILD/plugins/cache.so" ]; then
-    PIPE_LIST='"ratelimit", "pii", "guardrails", "cache"'
-    PIPELINE_LABEL="ratelimit + pii + guardrails + cache (miss)"
-    PIPE_AUTH=""
-    if [ -f "$BUILD/plugins/auth.so" ]; then
-        PIPE_LIST='"auth", '"$PIPE_LIST"
-        PIPELINE_LABEL="auth + $PIPELINE_LABEL"
-        PIPE_AUTH='"auth": {"path": "auth.so", "config": {}},'
-    fi
-    for which in pipeline cachehit; do
-        if [ "$which" = pipeline ]; then
-            entries="$PIPE_AUTH
-    \"ratelimit\": {\"path\": \"ratelimit.so\",
-                  \"config\": {\"requests_per_minute\": 1000000000,
-                             \"tokens_per_minute\": 1000000000000}},
-    \"pii\": {\"path\": \"pii.so\", \"config\": {}},
-    \"guardrails\": {\"path\": \"guardrails.so\", \"config\": {}},
-    \"cache\": {\"path\": \"cache.so\", \"config\": {\"max_entry_bytes\": 1}}"
-            list=$PIPE_LIST
-        else
-            entries='"cache": {"path": "cache.so", "config": {"scope": "shared"}}'
-            list='"cache"'
-        fi
-        cat >"$TMP/sluice-$which.json" <<EOF
-{
-  "listen": [{"addr": "127.0.0.1:0"}],
-  "workers": 1,
-  "data_dir": "$TMP/data-$which",
-  "plugin_dir": "$BUILD/plugins",
-  "providers": {
-    "mock": {"type": "openai", "base_url": "http://127.0.0.1:$MOCK_PORT/v1"}
-  },
-  "models": {"bench": {"targets": [{"provider": "mock", "model": "bench"}]}},
-  "plugins": {
-    $entries
-  },
-  "routes": [{"path": "/v1/chat/completions", "plugins": [$list]}],
-  "access_log": "off"
-}
-EOF
-        if [ "$which" = pipeline ] && [ -n "$PIPE_AUTH" ]; then
-            VARIANT_KEY[pipeline]=$("$SLUICE_BIN" keys create --name bench -c "$TMP/sluice-pipeline.json" 2>"$TMP/keys.err") ||
-                { cat "$TMP/keys.err" >&2; die "sluice keys create failed"; }
-        fi
-        start_variant "$which" || echo "bench: the $which variant did not start" >&2
-    done
-else
-    echo "bench: pii, guardrails, cache or ratelimit not built: no pipeline and cachehit rows" >&2
-fi
+done
+SLUICE_PORT=${VARIANT_PORT[sluice]}
 
 PATH_CHAT=/v1/chat/completions
 DIRECT_URL=http://127.0.0.1:$MOCK_PORT$PATH_CHAT
 NGINX_URL=http://127.0.0.1:$NGINX_PORT$PATH_CHAT
-SLUICE_URL=http://127.0.0.1:$SLUICE_PORT$PATH_CHAT
 wait_ok "$DIRECT_URL" "$CHAT_BODY" || die "the mock does not answer"
 wait_ok "$NGINX_URL" "$CHAT_BODY" || { cat "$TMP/nginx/error.log" >&2; die "nginx does not answer"; }
-wait_ok "$SLUICE_URL" "$CHAT_BODY" || { cat "$TMP/sluice.out" >&2; die "sluice does not answer"; }
-TARGETS=(direct nginx sluice)
-if [ -n "$PLUGINS_LABEL" ]; then
-    PLUGINS_URL=http://127.0.0.1:$PLUGINS_PORT$PATH_CHAT
-    code=$(curl -s -o "$TMP/plugins.body" -w '%{http_code}' -H 'Content-Type: application/json' \
-        ${PLUGINS_KEY:+-H "Authorization: Bearer $PLUGINS_KEY"} --data-binary "$CHAT_BODY" "$PLUGINS_URL")
-    [ "$code" = 200 ] || { cat "$TMP/plugins.body" "$TMP/sluice-plugins.out" >&2; die "sluice with plugins answers $code"; }
-    TARGETS+=(plugins)
-fi
-for name in "${!VARIANT_PORT[@]}"; do
+TARGETS=(direct nginx)
+for name in $BENCH_VARIANTS; do
+    [ -n "${VARIANT_PORT[$name]:-}" ] || continue
     if wait_ok "http://127.0.0.1:${VARIANT_PORT[$name]}$PATH_CHAT" "$CHAT_BODY" \
         "${VARIANT_KEY[$name]:-}"; then
         TARGETS+=("$name")
+    elif [ "$name" = sluice ]; then
+        cat "$TMP/sluice-sluice.out" >&2
+        die "sluice does not answer"
     else
         echo "bench: variant $name does not answer; left out" >&2
     fi
@@ -358,15 +204,13 @@ url_of() {
     case $1 in
     direct) echo "$DIRECT_URL" ;;
     nginx) echo "$NGINX_URL" ;;
-    sluice) echo "$SLUICE_URL" ;;
-    plugins) echo "$PLUGINS_URL" ;;
     *) echo "http://127.0.0.1:${VARIANT_PORT[$1]}$PATH_CHAT" ;;
     esac
 }
 
-# auth_of TARGET: the API key its requests carry (only the plugins one).
+# auth_of TARGET: the API key its requests carry, if any.
 auth_of() {
-    if [ "$1" = plugins ]; then echo "$PLUGINS_KEY"; else echo "${VARIANT_KEY[$1]:-}"; fi
+    echo "${VARIANT_KEY[$1]:-}"
 }
 
 # wrk_once URL CONNS SECONDS BODY [KEY]: prints wrk's RESULT line, or a line that
@@ -449,6 +293,18 @@ fi
 
 # ---- report ----------------------------------------------------------------
 
+# bar TEXT A B OP LIMIT: judges req/s of A over B (chat, 32 connections)
+# against LIMIT; silent when either row did not run.
+bar() {
+    local r verdict
+    [ -n "${RPS[chat $2 32]:-}" ] && [ -n "${RPS[chat $3 32]:-}" ] || return 0
+    r=$(awk -v a="${RPS[chat $2 32]}" -v b="${RPS[chat $3 32]}" \
+        'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+    verdict=$(awk -v r="$r" -v l="$5" -v op="$4" \
+        'BEGIN { ok = r != "n/a" && (op == ">=" ? r >= l : r <= l); print ok ? "PASS" : "FAIL" }')
+    printf '%s req/s, chat, 32 conns: %s   (bar %s %s)  %s\n' "$1" "$r" "$4" "$5" "$verdict"
+}
+
 us_to_ms() { awk -v u="$1" 'BEGIN { printf "%.3f", u / 1000 }'; }
 
 report() {
@@ -456,10 +312,9 @@ report() {
     echo "Sluice benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores," \
         "$("$SLUICE_BIN" --version), $("$NGINX" -v 2>&1 | sed 's/.*: //')," \
         "1 worker each, $([ ${#SERVER_CPU[@]} -gt 0 ] && echo "wrk on CPU 0, servers on CPU 1" || echo "not pinned")"
-    [ -z "$PLUGINS_LABEL" ] || echo "plugins = sluice with $PLUGINS_LABEL on the chat route"
-    [ -z "${VARIANT_PORT[lua]:-}" ] ||
-        echo "lua = sluice with a Lua transform on the chat route (bench/transform.lua edits the prompt and the answer)"
-    [ -z "$PIPELINE_LABEL" ] || echo "pipeline = sluice with $PIPELINE_LABEL; cachehit = sluice with the cache alone, every request a hit"
+    for name in $BENCH_VARIANTS; do
+        [ -z "${VARIANT_LABEL[$name]:-}" ] || echo "$name = sluice with ${VARIANT_LABEL[$name]}"
+    done
     echo
     printf '%-7s %-8s %6s %10s %10s %10s %7s\n' kind target conns 'req/s' 'p50 ms' 'p99 ms' errors
     for key in "${ROWS[@]}"; do
@@ -470,63 +325,15 @@ report() {
     done
     echo
 
-    local rr added_s added_n lat verdict pr ps
-    rr=$(awk -v s="${RPS[chat sluice 32]:-0}" -v n="${RPS[chat nginx 32]:-0}" \
-        'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
-    verdict=$(awk -v r="$rr" 'BEGIN { print (r != "n/a" && r >= 0.5) ? "PASS" : "FAIL" }')
-    printf 'throughput ratio  sluice/nginx req/s, chat, 32 conns: %s   (bar >= 0.5)  %s\n' \
-        "$rr" "$verdict"
-
-    if [ -n "$PLUGINS_LABEL" ]; then
-        pr=$(awk -v s="${RPS[chat plugins 32]:-0}" -v n="${RPS[chat nginx 32]:-0}" \
-            'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
-        verdict=$(awk -v r="$pr" 'BEGIN { print (r != "n/a" && r >= 0.45) ? "PASS" : "FAIL" }')
-        printf 'plugins ratio  sluice+%s/nginx req/s, chat, 32 conns: %s   (bar >= 0.45)  %s\n' \
-            "$PLUGINS_LABEL" "$pr" "$verdict"
-        ps=$(awk -v p="${RPS[chat plugins 32]:-0}" -v s="${RPS[chat sluice 32]:-0}" \
-            'BEGIN { if (s > 0) printf "%.2f", p / s; else print "n/a" }')
-        verdict=$(awk -v r="$ps" 'BEGIN { print (r != "n/a" && r >= 0.90) ? "PASS" : "FAIL" }')
-        printf 'plugins cost  sluice+%s/sluice pass-through req/s, chat, 32 conns: %s   (bar >= 0.90)  %s\n' \
-            "$PLUGINS_LABEL" "$ps" "$verdict"
-    fi
-
-    if [ -n "${RPS[chat bare 32]:-}" ]; then
-        local ob
-        ob=$(awk -v s="${RPS[chat sluice 32]:-0}" -v b="${RPS[chat bare 32]:-0}" \
-            'BEGIN { if (b > 0) printf "%.2f", s / b; else print "n/a" }')
-        verdict=$(awk -v r="$ob" 'BEGIN { print (r != "n/a" && r >= 0.95) ? "PASS" : "FAIL" }')
-        printf 'observability cost  sluice (metrics, request log, ledger)/bare req/s, chat, 32 conns: %s   (bar >= 0.95)  %s\n' \
-            "$ob" "$verdict"
-    fi
-
-    if [ -n "${RPS[chat pipeline 32]:-}" ]; then
-        pr=$(awk -v s="${RPS[chat pipeline 32]:-0}" -v n="${RPS[chat nginx 32]:-0}" \
-            'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
-        verdict=$(awk -v r="$pr" 'BEGIN { print (r != "n/a" && r >= 0.4) ? "PASS" : "FAIL" }')
-        printf 'full pipeline ratio  sluice+%s/nginx req/s, chat, 32 conns: %s   (bar >= 0.4)  %s\n' \
-            "$PIPELINE_LABEL" "$pr" "$verdict"
-    fi
-    if [ -n "${RPS[chat cachehit 32]:-}" ]; then
-        pr=$(awk -v s="${RPS[chat cachehit 32]:-0}" -v n="${RPS[chat nginx 32]:-0}" \
-            'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
-        verdict=$(awk -v r="$pr" 'BEGIN { print (r != "n/a" && r >= 1.0) ? "PASS" : "FAIL" }')
-        printf 'cache hit ratio  sluice cache hits/nginx req/s, chat, 32 conns: %s   (bar >= 1.0)  %s\n' \
-            "$pr" "$verdict"
-    fi
-
-    if [ -n "${RPS[chat lua 32]:-}" ]; then
-        local lr ls
-        lr=$(awk -v s="${RPS[chat lua 32]:-0}" -v n="${RPS[chat nginx 32]:-0}" \
-            'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
-        verdict=$(awk -v r="$lr" 'BEGIN { print (r != "n/a" && r >= 0.4) ? "PASS" : "FAIL" }')
-        printf 'Lua transform ratio  sluice+lua/nginx req/s, chat, 32 conns: %s   (bar >= 0.4)  %s\n' \
-            "$lr" "$verdict"
-        ls=$(awk -v p="${RPS[chat lua 32]:-0}" -v s="${RPS[chat sluice 32]:-0}" \
-            'BEGIN { if (s > 0) printf "%.2f", p / s; else print "n/a" }')
-        verdict=$(awk -v r="$ls" 'BEGIN { print (r != "n/a" && r >= 0.85) ? "PASS" : "FAIL" }')
-        printf 'Lua transform cost  sluice+lua/sluice pass-through req/s, chat, 32 conns: %s   (bar >= 0.85)  %s\n' \
-            "$ls" "$verdict"
-    fi
+    local added_s added_n lat verdict
+    bar "throughput ratio  sluice/nginx" sluice nginx ">=" 0.5
+    bar "plugins ratio  sluice+${VARIANT_LABEL[plugins]:-}/nginx" plugins nginx ">=" 0.45
+    bar "plugins cost  sluice+${VARIANT_LABEL[plugins]:-}/sluice pass-through" plugins sluice ">=" 0.90
+    bar "observability cost  sluice (metrics, request log, ledger)/bare" sluice bare ">=" 0.95
+    bar "full pipeline ratio  sluice+${VARIANT_LABEL[pipeline]:-}/nginx" pipeline nginx ">=" 0.4
+    bar "cache hit ratio  sluice cache hits/nginx" cachehit nginx ">=" 1.0
+    bar "Lua transform ratio  sluice+lua/nginx" lua nginx ">=" 0.4
+    bar "Lua transform cost  sluice+lua/sluice pass-through" lua sluice ">=" 0.85
 
     added_s=$((${P50[chat sluice 1]:-0} - ${P50[chat direct 1]:-0}))
     added_n=$((${P50[chat nginx 1]:-0} - ${P50[chat direct 1]:-0}))
