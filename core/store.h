@@ -140,6 +140,32 @@ int sl_store_incr_async(sl_store_t *st, sl_store_db_t db, const char *ns,
                         const void *key, size_t klen, int64_t delta,
                         int64_t ttl_ms, sl_store_done_fn done, void *ud);
 
+/* A batch of puts into one database, built by one thread and queued as
+ * one write: a thread that writes many small records (the request log)
+ * pays one queue push, at most one writer wake-up and one allocation per
+ * batch instead of per record, and the writer appends them in one pass.
+ * Keys have no namespace (a raw key; see above). Zero-initialise; the
+ * buffer is kept across batches. */
+typedef struct {
+    unsigned char *buf; /* items: key length (2 bytes) and value length
+                           (4), host order, then the key and the value */
+    size_t len, cap;
+    size_t n; /* puts in it */
+} sl_store_batch_t;
+#define SL_STORE_ITEM_HDR 6
+
+/* Adds a put of key (1..511 bytes) with a value of vlen bytes and returns
+ * where the value goes, for the caller to fill in before the batch is
+ * queued; NULL on OOM or a bad key (the batch is unchanged). */
+void *sl_store_batch_add(sl_store_batch_t *b, const void *key, size_t klen,
+                         size_t vlen);
+/* Queues b's puts (each expiring ttl_ms later, 0 = never) as one write,
+ * fire-and-forget, applied in order; b is emptied either way. 0 (also for
+ * an empty batch) or SL_E* like sl_store_put_async. */
+int sl_store_put_batch_async(sl_store_t *st, sl_store_db_t db, int64_t ttl_ms,
+                             sl_store_batch_t *b);
+void sl_store_batch_free(sl_store_batch_t *b);
+
 /* The same, blocking the caller until the write is committed (and synced
  * for KEYS and PROMPTS). For CLI tools, tests and threads that may block;
  * never from a worker's event loop or a done callback (SL_EINVAL). */

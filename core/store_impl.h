@@ -30,6 +30,7 @@ typedef enum {
     SL_OP_PUT,
     SL_OP_DEL,
     SL_OP_INCR,
+    SL_OP_PUTS,    /* a batch: data holds sl_store_batch_t items, no key */
     SL_OP_BARRIER, /* sl_store_flush: completes after commit and sync */
 } sl_store_op_kind_t;
 

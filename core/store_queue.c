@@ -109,6 +109,65 @@ sl_store_incr_async(sl_store_t *st, sl_store_db_t db, const char *ns,
                   done, ud);
 }
 
+/* ---- batches */
+
+void *
+sl_store_batch_add(sl_store_batch_t *b, const void *key, size_t klen,
+                   size_t vlen) {
+    if (key == NULL || klen == 0 || klen >= SL_STORE_KEYMAX ||
+        vlen > UINT32_MAX)
+        return NULL;
+    size_t need = b->len + SL_STORE_ITEM_HDR + klen + vlen;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 16384;
+        while (cap < need)
+            cap *= 2;
+        unsigned char *p = realloc(b->buf, cap);
+        if (p == NULL)
+            return NULL;
+        b->buf = p;
+        b->cap = cap;
+    }
+    unsigned char *p = b->buf + b->len;
+    uint16_t kl = (uint16_t)klen;
+    uint32_t vl = (uint32_t)vlen;
+    memcpy(p, &kl, 2);
+    memcpy(p + 2, &vl, 4);
+    memcpy(p + SL_STORE_ITEM_HDR, key, klen);
+    b->len = need;
+    b->n++;
+    return p + SL_STORE_ITEM_HDR + klen;
+}
+
+int
+sl_store_put_batch_async(sl_store_t *st, sl_store_db_t db, int64_t ttl_ms,
+                         sl_store_batch_t *b) {
+    size_t len = b->len;
+    b->len = b->n = 0;
+    if (len == 0)
+        return 0;
+    if ((unsigned)db >= SL_STORE_NDB || ttl_ms < 0)
+        return SL_EINVAL;
+    sl_store_op_t *op = malloc(sizeof *op + len);
+    if (op == NULL)
+        return SL_ENOMEM;
+    memset(op, 0, sizeof *op);
+    op->kind = SL_OP_PUTS;
+    op->db = db;
+    op->ttl_ms = ttl_ms;
+    op->vlen = len;
+    op->cost = sizeof *op + len;
+    memcpy(op->data, b->buf, len);
+    return enqueue(st, op);
+}
+
+void
+sl_store_batch_free(sl_store_batch_t *b) {
+    free(b->buf);
+    b->buf = NULL;
+    b->len = b->cap = b->n = 0;
+}
+
 /* ---- blocking wrappers */
 
 typedef struct {

@@ -1021,6 +1021,78 @@ test_a_scan_callback_may_read_the_store(void **state) {
     sl_store_close(st);
 }
 
+/* ---- batches of puts */
+
+static void
+batch_put(sl_store_batch_t *b, const char *key, const char *val) {
+    void *p = sl_store_batch_add(b, key, strlen(key), strlen(val));
+    assert_non_null(p);
+    memcpy(p, val, strlen(val));
+}
+
+static void
+test_a_batch_puts_every_record_whatever_the_key_order(void **state) {
+    (void)state;
+    sl_store_options_t o = options();
+    o.now_ms = fake_clock;
+    sl_store_t *st = open_store(&o);
+    assert_int_equal(
+        sl_store_put_sync(st, SL_STORE_REQUESTLOG, NULL, "k2", 2, "old", 3, 0),
+        0);
+    sl_store_batch_t b = {0};
+    /* After the last key (appended), before it, and over an old value. */
+    batch_put(&b, "k5", "five");
+    batch_put(&b, "k7", "seven");
+    batch_put(&b, "k1", "one");
+    batch_put(&b, "k2", "two");
+    batch_put(&b, "k6", "");
+    /* A bad key is refused and leaves the batch as it was. */
+    assert_null(sl_store_batch_add(&b, "", 0, 1));
+    assert_int_equal(b.n, 5);
+    assert_int_equal(sl_store_put_batch_async(st, SL_STORE_REQUESTLOG, 0, &b),
+                     0);
+    assert_int_equal(b.n, 0); /* emptied, ready for the next one */
+    assert_int_equal(b.len, 0);
+    assert_int_equal(sl_store_flush(st), 0);
+    struct collected c = {.n = 0};
+    assert_int_equal(
+        sl_store_scan(st, SL_STORE_REQUESTLOG, NULL, NULL, 0, collect, &c), 0);
+    assert_int_equal(c.n, 5);
+    static const char *const want[] = {"k1", "k2", "k5", "k6", "k7"};
+    for (int i = 0; i < 5; i++)
+        assert_string_equal(c.keys[i], want[i]);
+    char buf[16];
+    size_t len = 0;
+    assert_int_equal(sl_store_get(st, SL_STORE_REQUESTLOG, NULL, "k2", 2, buf,
+                                  sizeof buf, &len, NULL),
+                     0);
+    assert_int_equal(len, 3);
+    assert_memory_equal(buf, "two", 3);
+    assert_int_equal(sl_store_get(st, SL_STORE_REQUESTLOG, NULL, "k6", 2, buf,
+                                  sizeof buf, &len, NULL),
+                     0);
+    assert_int_equal(len, 0);
+    /* The batch's expiry applies to each of its records. */
+    batch_put(&b, "k9", "nine");
+    assert_int_equal(sl_store_put_batch_async(st, SL_STORE_REQUESTLOG, 10, &b),
+                     0);
+    assert_int_equal(sl_store_flush(st), 0);
+    int64_t exp = 0;
+    assert_int_equal(sl_store_get(st, SL_STORE_REQUESTLOG, NULL, "k9", 2, buf,
+                                  sizeof buf, &len, &exp),
+                     0);
+    assert_int_equal(exp, atomic_load(&fake_now) + 10);
+    atomic_fetch_add(&fake_now, 10);
+    assert_int_equal(sl_store_get(st, SL_STORE_REQUESTLOG, NULL, "k9", 2, buf,
+                                  sizeof buf, &len, NULL),
+                     SL_ENOTFOUND);
+    /* An empty batch queues nothing. */
+    assert_int_equal(sl_store_put_batch_async(st, SL_STORE_REQUESTLOG, 0, &b),
+                     0);
+    sl_store_batch_free(&b);
+    sl_store_close(st);
+}
+
 int
 main(int argc, char **argv) {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1049,6 +1121,7 @@ main(int argc, char **argv) {
         T(test_a_thread_that_exits_gives_back_its_reader_slot),
         T(test_scan_lists_a_namespace_in_key_order_without_expired_entries),
         T(test_a_scan_callback_may_read_the_store),
+        T(test_a_batch_puts_every_record_whatever_the_key_order),
     };
 #undef T
     /* An optional filter, e.g. "*concurrent*". */
