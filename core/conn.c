@@ -38,10 +38,11 @@ static void conn_process(sl_conn_t *c);
 static void
 request_log(sl_worker_t *w, sl_request_t *r)
 {
+    uint64_t now = sl_now_us(); /* one clock read for all of them */
     sl_usage_request_done(w, r);
     sl_accesslog_write(w->log, r);
     if (r->cfg->metrics)
-        sl_metrics_request_done(w->metrics, r);
+        sl_metrics_request_done(w->metrics, r, now);
     if (!w->admin)
         sl_reqlog_write(w->srv->store, r);
 }

@@ -2,6 +2,7 @@
 #include "balancer.h"
 #include "clock.h"
 #include "request.h"
+#include "snapshot.h"
 #include "store.h"
 #include "worker.h"
 
@@ -15,6 +16,11 @@
 static const double bucket_le[SL_M_BUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+/* The same bounds in microseconds: a request picks its bucket with
+ * integer compares. */
+static const uint64_t bucket_us[SL_M_BUCKETS] = {
+    500,    1000,   2500,   5000,    10000,   25000,   50000,
+    100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000};
 
 typedef struct {
     char *labels; /* NULL: empty slot */
@@ -30,8 +36,11 @@ typedef struct {
     atomic_size_t used;
 } sl_table_t;
 
+struct sl_metrics_cache;
+
 struct sl_metrics {
     sl_table_t t[SL_M_NFAMILIES];
+    struct sl_metrics_cache *cache; /* made on first use */
 };
 
 static const struct {
@@ -90,6 +99,7 @@ sl_metrics_free(sl_metrics_t *m)
             free(m->t[f].slots[i].labels);
         free(m->t[f].slots);
     }
+    free(m->cache);
     free(m);
 }
 
@@ -196,67 +206,195 @@ esc(char *out, size_t cap, const char *v)
     return n;
 }
 
-void
-sl_metrics_request_done(sl_metrics_t *m, const sl_request_t *r)
-{
-    if (m == NULL)
-        return;
-    char route[128], model[128], provider[128], labels[512];
-    esc(route, sizeof(route), r->route ? r->route->path : "none");
+/* What a request's label sets resolve to, cached per worker: a request
+ * whose route, model, provider and status were seen before on the same
+ * snapshot does arithmetic only. The key is pointers the snapshot owns
+ * (its route, model and provider names), valid as long as the snapshot,
+ * and the snapshot's generation, so a reload never matches an old entry.
+ * A series is resolved the first time it is needed, so the cache adds no
+ * series the request did not count. */
+enum {
+    C_REQ,
+    C_REQ_SEC,
+    C_OVERHEAD,
+    C_ABORTS,
+    C_UP_SEC,
+    C_TTFT,
+    C_TOK0,
+    C_COST = C_TOK0 + 4,
+    C_ATTEMPTS,
+    C_N
+};
+#define SL_M_CACHE 64 /* a power of two */
+
+typedef struct {
+    const void *snap;
+    uint64_t gen;
+    const void *route, *model, *provider;
+    int status;
+    sl_series_t *s[C_N];
+} sl_mcache_t;
+
+struct sl_metrics_cache {
+    sl_mcache_t e[SL_M_CACHE];
+};
+
+static sl_mcache_t *
+cache_get(sl_metrics_t *m, const sl_request_t *r, const void *model) {
+    const void *snap = r->snap;
+    if (snap == NULL) /* nothing holds its config's pointers: no cache */
+        return NULL;
+    if (m->cache == NULL && (m->cache = calloc(1, sizeof(*m->cache))) == NULL)
+        return NULL;
+    uint64_t gen = r->snap->generation;
+    uintptr_t h = (uintptr_t)r->route ^ (uintptr_t)model * 31 ^
+                  (uintptr_t)r->provider * 131 ^ (uintptr_t)r->status * 7919;
+    h ^= h >> 17;
+    sl_mcache_t *e = &m->cache->e[(h ^ h >> 7) & (SL_M_CACHE - 1)];
+    if (e->snap == snap && e->gen == gen && e->route == r->route &&
+        e->model == model && e->provider == r->provider &&
+        e->status == r->status)
+        return e;
+    memset(e, 0, sizeof(*e));
+    e->snap = snap;
+    e->gen = gen;
+    e->route = r->route;
+    e->model = model;
+    e->provider = r->provider;
+    e->status = r->status;
+    return e;
+}
+
+/* The label values of a request, escaped. */
+typedef struct {
+    char route[128], model[128], provider[128];
+} sl_mlabels_t;
+
+static const char *
+model_label(const sl_request_t *r, const void **key) {
     /* A model the config does not name (a direct provider/model, a typo)
      * must not become a label value: labels stay bounded. */
-    const char *mname = r->model != NULL && sl_config_model(r->cfg, r->model,
-                                                            strlen(r->model))
-                            ? r->model
-                        : r->model != NULL && r->provider != NULL ? "direct"
-                        : r->model != NULL                          ? "unknown"
-                                                                    : "";
-    esc(model, sizeof(model), mname);
-    esc(provider, sizeof(provider), r->provider ? r->provider : "");
-    snprintf(labels, sizeof(labels),
-             "route=\"%s\",model=\"%s\",provider=\"%s\",status=\"%d\"", route,
-             model, provider, r->status);
-    sl_metrics_add(m, SL_M_REQUESTS, labels, 1);
+    static const char direct[] = "direct", unknown[] = "unknown", none[] = "";
+    const sl_model_t *cm =
+        r->model != NULL ? sl_config_model(r->cfg, r->model, strlen(r->model))
+                         : NULL;
+    const char *name = cm != NULL                                ? cm->name
+                       : r->model != NULL && r->provider != NULL ? direct
+                       : r->model != NULL                        ? unknown
+                                                                 : none;
+    *key = cm != NULL ? (const void *)cm : (const void *)name;
+    return name;
+}
 
-    uint64_t now = sl_now_us();
-    double total = r->t_start ? (double)(now - r->t_start) / 1e6 : 0;
-    snprintf(labels, sizeof(labels), "route=\"%s\"", route);
-    sl_metrics_observe(m, SL_M_REQUEST_SECONDS, labels, total);
-    double up = (double)r->upstream_us / 1e6;
-    sl_metrics_observe(m, SL_M_OVERHEAD_SECONDS, labels,
-                       total > up ? total - up : 0);
-    if (r->client_gone)
-        sl_metrics_add(m, SL_M_CLIENT_ABORTS, labels, 1);
-    if (r->provider == NULL)
-        return;
-    snprintf(labels, sizeof(labels), "provider=\"%s\"", provider);
-    if (r->upstream_us > 0)
-        sl_metrics_observe(m, SL_M_UPSTREAM_SECONDS, labels, up);
-    if (r->streaming && r->t_first_byte > r->t_start)
-        sl_metrics_observe(m, SL_M_TTFT_SECONDS, labels,
-                           (double)(r->t_first_byte - r->t_start) / 1e6);
-    /* cached is part of prompt and reasoning part of completion: a sum
-     * over every kind counts them twice. */
+/* Resolves slot c of e: the label set is built only on a miss. */
+static sl_series_t *
+slot(sl_metrics_t *m, sl_mcache_t *e, int c, const sl_request_t *r,
+     const char *mname) {
+    if (e != NULL && e->s[c] != NULL)
+        return e->s[c];
+    sl_mlabels_t lv;
+    char labels[512];
+    esc(lv.route, sizeof(lv.route), r->route ? r->route->path : "none");
+    esc(lv.model, sizeof(lv.model), mname);
+    esc(lv.provider, sizeof(lv.provider), r->provider ? r->provider : "");
     static const char *const kinds[] = {"prompt", "completion", "cached",
                                         "reasoning"};
+    sl_metric_family_t f;
+    switch (c) {
+    case C_REQ:
+        f = SL_M_REQUESTS;
+        snprintf(labels, sizeof(labels),
+                 "route=\"%s\",model=\"%s\",provider=\"%s\",status=\"%d\"",
+                 lv.route, lv.model, lv.provider, r->status);
+        break;
+    case C_REQ_SEC:
+    case C_OVERHEAD:
+    case C_ABORTS:
+        f = c == C_REQ_SEC    ? SL_M_REQUEST_SECONDS
+            : c == C_OVERHEAD ? SL_M_OVERHEAD_SECONDS
+                              : SL_M_CLIENT_ABORTS;
+        snprintf(labels, sizeof(labels), "route=\"%s\"", lv.route);
+        break;
+    case C_UP_SEC:
+    case C_TTFT:
+        f = c == C_UP_SEC ? SL_M_UPSTREAM_SECONDS : SL_M_TTFT_SECONDS;
+        snprintf(labels, sizeof(labels), "provider=\"%s\"", lv.provider);
+        break;
+    case C_COST:
+        f = SL_M_COST;
+        snprintf(labels, sizeof(labels), "model=\"%s\",provider=\"%s\"",
+                 lv.model, lv.provider);
+        break;
+    case C_ATTEMPTS:
+        f = SL_M_ATTEMPTS;
+        snprintf(labels, sizeof(labels), "model=\"%s\"", lv.model);
+        break;
+    default:
+        f = SL_M_TOKENS;
+        snprintf(labels, sizeof(labels),
+                 "model=\"%s\",provider=\"%s\",kind=\"%s\"", lv.model,
+                 lv.provider, kinds[c - C_TOK0]);
+        break;
+    }
+    sl_series_t *s = series(&m->t[f], labels);
+    if (e != NULL)
+        e->s[c] = s;
+    return s;
+}
+
+static void
+count(sl_series_t *s, uint64_t v) {
+    if (s != NULL)
+        bump(&s->value, v);
+}
+
+static void
+observe_us(sl_series_t *s, uint64_t us) {
+    if (s == NULL)
+        return;
+    bump(&s->value, 1);
+    bump(&s->sum_us, us);
+    for (int b = 0; b < SL_M_BUCKETS; b++)
+        if (us <= bucket_us[b]) {
+            bump(&s->buckets[b], 1); /* cumulated at render time */
+            break;
+        }
+}
+
+void
+sl_metrics_request_done(sl_metrics_t *m, const sl_request_t *r,
+                        uint64_t now_us) {
+    if (m == NULL)
+        return;
+    const void *mkey;
+    const char *mname = model_label(r, &mkey);
+    sl_mcache_t *e = cache_get(m, r, mkey);
+    count(slot(m, e, C_REQ, r, mname), 1);
+
+    uint64_t total =
+        r->t_start && now_us > r->t_start ? now_us - r->t_start : 0;
+    uint64_t up = r->upstream_us;
+    observe_us(slot(m, e, C_REQ_SEC, r, mname), total);
+    observe_us(slot(m, e, C_OVERHEAD, r, mname), total > up ? total - up : 0);
+    if (r->client_gone)
+        count(slot(m, e, C_ABORTS, r, mname), 1);
+    if (r->provider == NULL)
+        return;
+    if (up > 0)
+        observe_us(slot(m, e, C_UP_SEC, r, mname), up);
+    if (r->streaming && r->t_first_byte > r->t_start)
+        observe_us(slot(m, e, C_TTFT, r, mname), r->t_first_byte - r->t_start);
+    /* cached is part of prompt and reasoning part of completion: a sum
+     * over every kind counts them twice. */
     long counts[] = {r->prompt_tokens, r->completion_tokens,
                      r->cached_tokens, r->reasoning_tokens};
     for (int i = 0; i < 4; i++)
-        if (counts[i] > 0) {
-            snprintf(labels, sizeof(labels),
-                     "model=\"%s\",provider=\"%s\",kind=\"%s\"", model,
-                     provider, kinds[i]);
-            sl_metrics_add(m, SL_M_TOKENS, labels, (uint64_t)counts[i]);
-        }
-    if (r->cost_micros > 0) {
-        snprintf(labels, sizeof(labels), "model=\"%s\",provider=\"%s\"",
-                 model, provider);
-        sl_metrics_add(m, SL_M_COST, labels, (uint64_t)r->cost_micros);
-    }
-    if (r->attempts > 1) {
-        snprintf(labels, sizeof(labels), "model=\"%s\"", model);
-        sl_metrics_add(m, SL_M_ATTEMPTS, labels, (uint64_t)r->attempts - 1);
-    }
+        if (counts[i] > 0)
+            count(slot(m, e, C_TOK0 + i, r, mname), (uint64_t)counts[i]);
+    if (r->cost_micros > 0)
+        count(slot(m, e, C_COST, r, mname), (uint64_t)r->cost_micros);
+    if (r->attempts > 1)
+        count(slot(m, e, C_ATTEMPTS, r, mname), (uint64_t)r->attempts - 1);
 }
 
 /* A growing output buffer. */

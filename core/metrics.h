@@ -38,8 +38,11 @@ void sl_metrics_add(sl_metrics_t *m, sl_metric_family_t f, const char *labels,
 void sl_metrics_observe(sl_metrics_t *m, sl_metric_family_t f,
                         const char *labels, double seconds);
 
-/* Everything one finished request contributes. */
-void sl_metrics_request_done(sl_metrics_t *m, const struct sl_request *r);
+/* Everything one finished request contributes; now_us is the monotonic
+ * time it ended. Label sets are resolved once per route, model, provider
+ * and status on a snapshot, then a request only adds. */
+void sl_metrics_request_done(sl_metrics_t *m, const struct sl_request *r,
+                             uint64_t now_us);
 
 /* The text exposition of every worker's metrics plus the server's gauges;
  * malloc'd. Admin thread only. */

@@ -3,7 +3,7 @@ summed at scrape time, bounded labels."""
 import time
 
 from helpers import Conn, chat, chat_body, http
-from test_reload import TOKEN, admin, admin_gateway
+from test_reload import TOKEN, admin, admin_gateway, rewrite
 
 
 def scrape(gw):
@@ -104,6 +104,31 @@ def test_breaker_retries_and_reloads_are_exposed(gateway):
     # The reload started fresh breakers: the new config's are closed.
     assert s[primary] == 0
     assert 'sluice_store_map_bytes{env="durable"}' in s
+
+
+def test_after_a_reload_requests_count_under_the_new_config_names(gateway):
+    # A worker resolves a request's series once per route, model, provider
+    # and status; a reload must never reuse what the old config resolved.
+    gw = admin_gateway(gateway)
+    for _ in range(3):
+        assert chat(gw.port, "x").status == 200
+    old = ('sluice_requests_total{route="/v1/chat/completions",'
+           'model="gpt-test",provider="upstream",status="200"}')
+    assert settled(gw, old, 3)[old] == 3
+
+    def rename(c):
+        c["providers"]["renamed"] = c["providers"].pop("upstream")
+        c["models"]["gpt-test"]["targets"][0]["provider"] = "renamed"
+    rewrite(gw, rename)
+    assert admin(gw, "POST", "/admin/reload").status == 200
+    for _ in range(2):
+        assert chat(gw.port, "x").status == 200
+    new = old.replace('"upstream"', '"renamed"')
+    s = settled(gw, new, 2)
+    assert s[new] == 2, {k: v for k, v in s.items() if "requests" in k}
+    assert s[old] == 3
+    assert s['sluice_upstream_duration_seconds_count{provider="renamed"}'] \
+        == 2
 
 
 def test_metrics_can_be_turned_off(gateway):
