@@ -5,6 +5,7 @@
 #include "admin_logs.h"
 #include "conn.h"
 #include "error.h"
+#include "reqlog_record.h"
 #include "requestlog.h"
 #include "worker.h"
 
@@ -160,12 +161,15 @@ str_is(const cJSON *j, const char *key, const char *want) {
     return cJSON_IsString(v) && strcmp(v->valuestring, want) == 0;
 }
 
-/* Whether a record passes the filters other than time. */
 static int
-matches(const filter_t *f, const char *val, size_t vlen) {
-    if (f->consumer == NULL && f->model == NULL && f->trace_id == NULL &&
-        f->status == 0 && f->status_class == 0)
-        return 1;
+rstr_is(sl_rstr_t s, const char *want) {
+    return s.p != NULL && strlen(want) == s.len &&
+           memcmp(s.p, want, s.len) == 0;
+}
+
+/* A record of an older version, stored as JSON. */
+static int
+matches_json(const filter_t *f, const char *val, size_t vlen) {
     cJSON *j = cJSON_ParseWithLength(val, vlen);
     if (j == NULL)
         return 0;
@@ -185,10 +189,32 @@ matches(const filter_t *f, const char *val, size_t vlen) {
     return ok;
 }
 
+/* Whether a record passes the filters other than time. */
+static int
+matches(const filter_t *f, const char *val, size_t vlen) {
+    if (f->consumer == NULL && f->model == NULL && f->trace_id == NULL &&
+        f->status == 0 && f->status_class == 0)
+        return 1;
+    sl_reqlog_rec_t rec;
+    if (vlen > 0 && val[0] == '{')
+        return matches_json(f, val, vlen);
+    if (sl_reqlog_decode(val, vlen, &rec) != 0)
+        return 0;
+    if (f->consumer != NULL && !rstr_is(rec.consumer, f->consumer))
+        return 0;
+    if (f->model != NULL && !rstr_is(rec.model, f->model))
+        return 0;
+    if (f->trace_id != NULL && !rstr_is(rec.trace_id, f->trace_id))
+        return 0;
+    if (f->status != 0)
+        return rec.status == f->status;
+    return f->status_class == 0 || rec.status / 100 == f->status_class;
+}
+
 /* Appends the record with its id in front: {"id":"HEX",...}. */
 static void
 add_record(struct evbuffer *out, const unsigned char *key, size_t klen,
-           const char *val, size_t vlen) {
+           const char *stored, size_t slen) {
     static const char hex[] = "0123456789abcdef";
     char id[2 * 64 + 1];
     size_t n = klen < 64 ? klen : 64;
@@ -198,12 +224,15 @@ add_record(struct evbuffer *out, const unsigned char *key, size_t klen,
     }
     id[2 * n] = '\0';
     evbuffer_add_printf(out, "{\"id\":\"%s\"", id);
-    if (vlen > 2 && val[0] == '{') {
+    size_t vlen = 0;
+    char *val = sl_reqlog_render(stored, slen, &vlen);
+    if (val != NULL && vlen > 2 && val[0] == '{') {
         evbuffer_add(out, ",", 1);
         evbuffer_add(out, val + 1, vlen - 1);
     } else {
         evbuffer_add(out, "}", 1);
     }
+    free(val);
 }
 
 /* ---- GET /admin/logs ---- */

@@ -44,7 +44,7 @@ request_log(sl_worker_t *w, sl_request_t *r)
     if (r->cfg->metrics)
         sl_metrics_request_done(w->metrics, r, now);
     if (!w->admin)
-        sl_reqlog_write(w->srv->store, r);
+        sl_reqlog_write(w->srv->store, r, now);
 }
 
 void

@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "error.h"
 #include "pipeline.h"
+#include "reqlog_record.h"
 #include "worker.h"
 
 #include <cjson/cJSON.h>
@@ -215,177 +216,6 @@ sl_reqlog_stream_event(sl_request_t *r, const char *data, size_t len) {
 
 /* ---- the record ---- */
 
-/* A growing output buffer that starts on the stack. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-    int heap, failed;
-    char first[2048];
-} jbuf_t;
-
-static void
-jb_init(jbuf_t *b) {
-    b->p = b->first;
-    b->len = 0;
-    b->cap = sizeof(b->first);
-    b->heap = b->failed = 0;
-}
-
-static int
-jb_reserve(jbuf_t *b, size_t more) {
-    if (b->failed)
-        return -1;
-    if (b->len + more + 1 <= b->cap)
-        return 0;
-    size_t cap = (b->len + more + 1) * 2;
-    char *p = b->heap ? realloc(b->p, cap) : malloc(cap);
-    if (p == NULL) {
-        b->failed = 1;
-        return -1;
-    }
-    if (!b->heap)
-        memcpy(p, b->p, b->len);
-    b->p = p;
-    b->cap = cap;
-    b->heap = 1;
-    return 0;
-}
-
-static void
-jb_add(jbuf_t *b, const char *s, size_t n) {
-    if (jb_reserve(b, n) == 0) {
-        memcpy(b->p + b->len, s, n);
-        b->len += n;
-        b->p[b->len] = '\0';
-    }
-}
-
-static void jb_printf(jbuf_t *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-jb_printf(jbuf_t *b, const char *fmt, ...) {
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        jb_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
-static size_t
-utf8_len(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    size_t need;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        need = 2;
-    else if (c >= 0xE0 && c <= 0xEF)
-        need = 3;
-    else if (c >= 0xF0 && c <= 0xF4)
-        need = 4;
-    else
-        return 0;
-    if (n < need)
-        return 0;
-    for (size_t i = 1; i < need; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F) ||
-        (c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F))
-        return 0; /* overlong, surrogate, or past U+10FFFF */
-    return need;
-}
-
-/* A JSON string of s; bytes that are not UTF-8 become U+FFFD so that the
- * record stays valid JSON whatever a client sent. */
-static void
-jb_str(jbuf_t *b, const char *s, size_t n) {
-    if (s == NULL) {
-        jb_add(b, "null", 4);
-        return;
-    }
-    jb_add(b, "\"", 1);
-    size_t i = 0;
-    while (i < n) {
-        size_t run = i;
-        while (run < n) {
-            size_t l = utf8_len((const unsigned char *)s + run, n - run);
-            if (l == 0)
-                break;
-            run += l;
-        }
-        if (run > i) {
-            size_t need = sl_json_escape(NULL, 0, 0, s + i, run - i);
-            if (jb_reserve(b, need) == 0) {
-                sl_json_escape(b->p, b->cap, b->len, s + i, run - i);
-                b->len += need;
-            }
-            i = run;
-        }
-        if (i < n) {
-            jb_add(b, "\\ufffd", 6);
-            i++;
-        }
-    }
-    jb_add(b, "\"", 1);
-}
-
-/* Appends a string literal: no format parsing on the hot path. */
-#define JB_LIT(b, lit) jb_add((b), (lit), sizeof(lit) - 1)
-
-static void
-jb_u64(jbuf_t *b, uint64_t v) {
-    char tmp[24];
-    size_t n = sizeof(tmp);
-    do {
-        tmp[--n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    jb_add(b, tmp + n, sizeof(tmp) - n);
-}
-
-/* ,"key": */
-static void
-jb_key(jbuf_t *b, const char *key) {
-    JB_LIT(b, ",\"");
-    jb_add(b, key, strlen(key));
-    JB_LIT(b, "\":");
-}
-
-static void
-jb_key_str(jbuf_t *b, const char *key, const char *v) {
-    jb_key(b, key);
-    jb_str(b, v, v != NULL ? strlen(v) : 0);
-}
-
-static void
-jb_key_num(jbuf_t *b, const char *key, long v) {
-    jb_key(b, key);
-    if (v < 0)
-        JB_LIT(b, "null");
-    else
-        jb_u64(b, (uint64_t)v);
-}
-
-/* Microseconds as milliseconds with three decimals, or null when < 0. */
-static void
-jb_key_ms(jbuf_t *b, const char *key, int64_t us) {
-    jb_key(b, key);
-    if (us < 0) {
-        JB_LIT(b, "null");
-        return;
-    }
-    char frac[4] = {(char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10),
-                    (char)('0' + us % 10), 0};
-    jb_u64(b, (uint64_t)(us / 1000));
-    JB_LIT(b, ".");
-    jb_add(b, frac, 3);
-}
-
 void
 sl_reqlog_key(unsigned char key[SL_REQLOG_KEY_LEN], int64_t now_us,
               unsigned worker, uint32_t seq) {
@@ -408,135 +238,15 @@ sl_reqlog_key_time(const unsigned char *key, size_t klen) {
 
 char *
 sl_reqlog_format(const sl_request_t *r, int64_t now_us, size_t *len) {
-    jbuf_t b;
-    jb_init(&b);
-    /* The date part changes once a second: format it once per second. */
-    static __thread time_t stamp_sec = -1;
-    static __thread char stamp[32];
-    static __thread size_t stamp_len;
-    time_t sec = (time_t)(now_us / 1000000);
-    if (sec != stamp_sec) {
-        struct tm tm;
-        gmtime_r(&sec, &tm);
-        stamp_len = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-        stamp_sec = sec;
+    sl_store_batch_t b = {0};
+    unsigned char key[SL_REQLOG_KEY_LEN];
+    sl_reqlog_key(key, now_us, 0, 0);
+    char *out = NULL;
+    if (sl_reqlog_encode(&b, key, sizeof(key), r, now_us, sl_now_us()) == 0) {
+        size_t at = SL_STORE_ITEM_HDR + sizeof(key); /* the one value */
+        out = sl_reqlog_render(b.buf + at, b.len - at, len);
     }
-    char micro[8];
-    int64_t us = now_us % 1000000;
-    for (int i = 6; i >= 1; i--, us /= 10)
-        micro[i] = (char)('0' + us % 10);
-    micro[0] = '.';
-    micro[7] = 'Z';
-    JB_LIT(&b, "{\"time\":\"");
-    jb_add(&b, stamp, stamp_len);
-    jb_add(&b, micro, 8);
-    JB_LIT(&b, "\",\"ts_us\":");
-    jb_u64(&b, (uint64_t)now_us);
-    jb_key_str(&b, "trace_id", r->trace_id[0] ? r->trace_id : NULL);
-    jb_key_str(&b, "span_id", r->span_id[0] ? r->span_id : NULL);
-    jb_key_str(&b, "parent_span_id", r->parent_id[0] ? r->parent_id : NULL);
-    JB_LIT(&b, ",\"method\":");
-    jb_str(&b, r->http.method_str, r->http.method_str ? r->http.method_len : 0);
-    JB_LIT(&b, ",\"path\":");
-    jb_str(&b, r->http.path, r->http.path ? r->http.path_len : 0);
-    jb_key_str(&b, "route", r->route ? r->route->path : NULL);
-    jb_key_str(&b, "consumer", r->consumer);
-    jb_key_str(&b, "model", r->model);
-    jb_key_str(&b, "provider", r->provider);
-    jb_key_str(&b, "target_model", r->target_model);
-    jb_key_num(&b, "status", r->status);
-    uint64_t now = sl_now_us();
-    if (r->streaming)
-        JB_LIT(&b, ",\"stream\":true");
-    else
-        JB_LIT(&b, ",\"stream\":false");
-    jb_key_ms(&b, "latency_ms", r->t_start ? (int64_t)(now - r->t_start) : 0);
-    jb_key_ms(&b, "upstream_ms", (int64_t)r->upstream_us);
-    jb_key_ms(&b, "ttft_ms",
-              r->streaming && r->t_start != 0 && r->t_first_byte > r->t_start
-                  ? (int64_t)(r->t_first_byte - r->t_start)
-                  : -1);
-    jb_key_num(&b, "prompt_tokens", r->prompt_tokens);
-    jb_key_num(&b, "completion_tokens", r->completion_tokens);
-    jb_key_num(&b, "total_tokens", r->total_tokens);
-    jb_key_num(&b, "cached_tokens", r->cached_tokens);
-    jb_key_num(&b, "reasoning_tokens", r->reasoning_tokens);
-    /* Priced in the log phase, before this record is made; exact
-     * micro-dollars, printed without a float's rounding. */
-    if (r->cost_micros >= 0)
-        jb_printf(&b, ",\"cost\":%lld.%06lld",
-                  (long long)(r->cost_micros / 1000000),
-                  (long long)(r->cost_micros % 1000000));
-    else
-        JB_LIT(&b, ",\"cost\":null");
-    jb_key_num(&b, "attempts", r->attempts);
-    jb_key_num(&b, "bytes_in", (long)r->bytes_in);
-    jb_key_num(&b, "bytes_out", (long)r->bytes_out);
-    jb_key_str(&b, "error", r->error_code);
-    if (r->route != NULL && r->route->nplugins > 0) {
-        JB_LIT(&b, ",\"plugins\":[");
-        for (size_t i = 0; i < r->route->nplugins; i++) {
-            if (i > 0)
-                jb_add(&b, ",", 1);
-            jb_str(&b, r->route->plugins[i], strlen(r->route->plugins[i]));
-        }
-        jb_add(&b, "]", 1);
-    }
-    const sl_pipe_t *pp = r->pipe;
-    if (pp != NULL && pp->verdict_plugin != NULL) {
-        JB_LIT(&b, ",\"verdict\":{\"plugin\":");
-        jb_str(&b, pp->verdict_plugin, strlen(pp->verdict_plugin));
-        jb_printf(&b, ",\"action\":\"%s\",\"phase\":\"%s\"}", pp->verdict,
-                  sl_pipeline_phase_name(pp->verdict_phase));
-    }
-    if (pp != NULL && pp->nattrs > 0) {
-        /* What the plugins told each other (a key id, its limits). */
-        JB_LIT(&b, ",\"attributes\":{");
-        for (size_t i = 0; i < pp->nattrs; i++) {
-            if (i > 0)
-                jb_add(&b, ",", 1);
-            jb_str(&b, pp->aname[i], strlen(pp->aname[i]));
-            jb_add(&b, ":", 1);
-            jb_str(&b, pp->avalue[i], strlen(pp->avalue[i]));
-        }
-        jb_add(&b, "}", 1);
-    }
-    if (r->plugin_log != NULL && r->plugin_log[0] == ',') {
-        /* Fields plugins log (cache, guardrail): already JSON members,
-         * kept apart so that none can shadow a field of ours. */
-        JB_LIT(&b, ",\"plugin_fields\":{");
-        jb_add(&b, r->plugin_log + 1, strlen(r->plugin_log + 1));
-        jb_add(&b, "}", 1);
-    }
-    if (r->log_up_body != NULL) {
-        JB_LIT(&b, ",\"request_body\":");
-        jb_str(&b, r->log_up_body, r->log_up_body_len);
-    }
-    if (r->log_stream_text != NULL) {
-        struct evbuffer *t = r->log_stream_text;
-        size_t n = evbuffer_get_length(t),
-               cap = (size_t)r->cfg->reqlog_max_body_bytes;
-        const char *p = (const char *)evbuffer_pullup(t, -1);
-        if (n > cap) {
-            n = cap;
-            while (n > 0 && ((unsigned char)p[n] & 0xC0) == 0x80)
-                n--;
-        }
-        JB_LIT(&b, ",\"response_text\":");
-        jb_str(&b, p, n);
-    } else if (r->log_answer != NULL) {
-        JB_LIT(&b, ",\"response_text\":");
-        jb_str(&b, r->log_answer, r->log_answer_len);
-    }
-    jb_add(&b, "}", 1);
-    if (b.failed) {
-        if (b.heap)
-            free(b.p);
-        return NULL;
-    }
-    char *out = b.heap ? b.p : strndup(b.p, b.len);
-    if (out != NULL && len != NULL)
-        *len = b.len;
+    sl_store_batch_free(&b);
     return out;
 }
 
@@ -547,25 +257,26 @@ wall_us(void) {
     return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
-/* Records wait a moment on their worker thread and go to the store in
- * bursts: the writer thread is woken once per burst instead of once per
- * request, which at tens of thousands of requests a second is most of
- * what a record costs. A thread's last records go at its exit. */
+/* A worker's records wait in a batch on its thread and go to the store as
+ * one write every BATCH_MS, or sooner when the batch is full: the writer
+ * thread is woken and commits once per batch instead of once per request.
+ * A record costs its worker a few copies; the JSON is made only when the
+ * log is read (reqlog_record.h). A thread's last records go at its exit;
+ * what a crash of the process loses is the batch not yet queued (at most
+ * BATCH_MS of records) plus the store's own buffered flush. */
 #define BATCH_MAX 256
-#define BATCH_MS 20
-
-typedef struct {
-    unsigned char key[SL_REQLOG_KEY_LEN];
-    char *val;
-    size_t len;
-    int64_t ttl_ms;
-} pending_t;
+#define BATCH_BYTES (256u << 10)
+#define BATCH_MS 50
 
 typedef struct {
     sl_store_t *st;
     struct event *timer;
-    size_t n;
-    pending_t items[BATCH_MAX];
+    sl_store_batch_t b;
+    int64_t ttl_ms;
+    /* Wall clock minus monotonic clock, taken as a batch starts: records
+     * get their wall-clock time from the monotonic one they carry. */
+    int64_t wall_offset;
+    uint32_t seq;
 } batch_t;
 
 static pthread_key_t batch_key;
@@ -574,15 +285,8 @@ static int batch_key_ok;
 
 static void
 batch_flush(batch_t *bt) {
-    for (size_t i = 0; i < bt->n; i++) {
-        pending_t *it = &bt->items[i];
-        /* Refused (a full queue) is dropped: the store counts it. */
-        sl_store_put_async(bt->st, SL_STORE_REQUESTLOG, NULL, it->key,
-                           sizeof(it->key), it->val, it->len, it->ttl_ms, NULL,
-                           NULL);
-        free(it->val);
-    }
-    bt->n = 0;
+    /* Refused (a full queue) is dropped: the store counts it. */
+    sl_store_put_batch_async(bt->st, SL_STORE_REQUESTLOG, bt->ttl_ms, &bt->b);
 }
 
 static void
@@ -598,6 +302,7 @@ static void
 batch_exit(void *arg) {
     batch_t *bt = arg;
     batch_flush(bt);
+    sl_store_batch_free(&bt->b);
     if (bt->timer != NULL)
         event_free(bt->timer);
     free(bt);
@@ -610,16 +315,17 @@ batch_key_make(void) {
 
 static batch_t *
 batch_self(sl_store_t *st, struct event_base *base) {
+    static __thread batch_t *self;
+    if (self != NULL && self->st == st)
+        return self;
     pthread_once(&batch_once, batch_key_make);
     if (!batch_key_ok)
         return NULL;
     batch_t *bt = pthread_getspecific(batch_key);
     if (bt != NULL) {
-        if (bt->st != st) { /* another store (tests): not mixed */
-            batch_flush(bt);
-            bt->st = st;
-        }
-        return bt;
+        batch_flush(bt); /* another store (tests): not mixed */
+        bt->st = st;
+        return self = bt;
     }
     bt = calloc(1, sizeof(*bt));
     if (bt == NULL)
@@ -632,45 +338,38 @@ batch_self(sl_store_t *st, struct event_base *base) {
         free(bt);
         return NULL;
     }
-    return bt;
+    return self = bt;
 }
 
 void
-sl_reqlog_write(sl_store_t *st, const sl_request_t *r) {
-    static __thread uint32_t seq;
+sl_reqlog_write(sl_store_t *st, const sl_request_t *r, uint64_t now_us) {
     const sl_config_t *cfg = r->cfg;
     if (st == NULL || cfg == NULL || !cfg->reqlog_enabled ||
         (r->route != NULL && r->route->kind == SL_ROUTE_HEALTH))
         return;
-    /* Stamped with the arrival time: records sort in the order requests
-     * came in, whatever order workers finish them in. */
-    int64_t now = wall_us();
-    if (r->t_start != 0)
-        now -= (int64_t)(sl_now_us() - r->t_start);
-    size_t len;
-    char *val = sl_reqlog_format(r, now, &len);
-    if (val == NULL)
-        return;
+    batch_t *bt = batch_self(st, r->w->base);
+    if (bt == NULL)
+        return; /* out of memory: the record is dropped */
     /* The expiry backs the sweep up: what the sweep misses still goes. */
     int64_t ttl = (int64_t)cfg->reqlog_max_age_hours * 3600 * 1000;
-    batch_t *bt = batch_self(st, r->w->base);
-    if (bt == NULL) {
-        unsigned char key[SL_REQLOG_KEY_LEN];
-        sl_reqlog_key(key, now, (unsigned)r->w->id, seq++);
-        sl_store_put_async(st, SL_STORE_REQUESTLOG, NULL, key, sizeof(key), val,
-                           len, ttl, NULL, NULL);
-        free(val);
-        return;
+    if (bt->b.n > 0 && ttl != bt->ttl_ms)
+        batch_flush(bt); /* a reload changed it: one expiry per batch */
+    if (bt->b.n == 0) {
+        bt->ttl_ms = ttl;
+        bt->wall_offset = wall_us() - (int64_t)sl_now_us();
     }
-    pending_t *it = &bt->items[bt->n++];
-    sl_reqlog_key(it->key, now, (unsigned)r->w->id, seq++);
-    it->val = val;
-    it->len = len;
-    it->ttl_ms = ttl;
-    if (bt->n == BATCH_MAX) {
+    /* Stamped with the arrival time: records sort in the order requests
+     * came in, whatever order workers finish them in. */
+    int64_t ts =
+        (int64_t)(r->t_start != 0 ? r->t_start : now_us) + bt->wall_offset;
+    unsigned char key[SL_REQLOG_KEY_LEN];
+    sl_reqlog_key(key, ts, (unsigned)r->w->id, bt->seq++);
+    if (sl_reqlog_encode(&bt->b, key, sizeof(key), r, ts, now_us) != 0)
+        return;
+    if (bt->b.n >= BATCH_MAX || bt->b.len >= BATCH_BYTES) {
         evtimer_del(bt->timer);
         batch_flush(bt);
-    } else if (bt->n == 1) {
+    } else if (bt->b.n == 1) {
         struct timeval tv = {0, BATCH_MS * 1000};
         evtimer_add(bt->timer, &tv);
     }

@@ -1,6 +1,7 @@
-/* The request log: one JSON record per finished request in the store's
- * REQUESTLOG database, written from the worker as a queued write (it never
- * waits on disk), keyed by wall-clock time so scans come out in time
+/* The request log: one record per finished request in the store's
+ * REQUESTLOG database (a compact form, rendered to JSON when read:
+ * reqlog_record.h), written from the worker in batches of queued writes
+ * (it never waits on disk), keyed by wall-clock time so scans come out in time
  * order; retention by age and count in a periodic sweep on the main
  * thread. Also the W3C trace context every request carries: accepted from
  * the client's `traceparent`, sent on to the upstream, logged. */
@@ -47,12 +48,15 @@ const sl_headers_t *sl_reqlog_upstream(sl_request_t *r,
 void sl_reqlog_answer(sl_request_t *r, const char *body, size_t len);
 void sl_reqlog_stream_event(sl_request_t *r, const char *data, size_t len);
 
-/* Queues r's record. Never blocks; a full queue or map drops the record
- * (the store counts and reports it). */
-void sl_reqlog_write(sl_store_t *st, const sl_request_t *r);
+/* Adds r's record (r ended at monotonic now_us) to its worker's batch,
+ * which goes to the store as one write every 50 ms or when full. Never
+ * blocks; a full queue or map drops the records (the store counts and
+ * reports it). */
+void sl_reqlog_write(sl_store_t *st, const sl_request_t *r, uint64_t now_us);
 
-/* The record's JSON (malloc'd, NUL-terminated) and its key; exposed for
- * unit tests. now_us is the wall-clock time of the record. */
+/* The record's JSON as GET /admin/logs shows it (malloc'd, NUL-terminated)
+ * and its key; exposed for unit tests. now_us is the wall-clock time of
+ * the record. */
 char *sl_reqlog_format(const sl_request_t *r, int64_t now_us, size_t *len);
 void sl_reqlog_key(unsigned char key[SL_REQLOG_KEY_LEN], int64_t now_us,
                    unsigned worker, uint32_t seq);

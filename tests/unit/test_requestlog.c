@@ -17,6 +17,7 @@
 
 #include "error.h"
 #include "pipeline.h"
+#include "reqlog_record.h"
 #include "requestlog.h"
 #include "store.h"
 
@@ -156,6 +157,154 @@ record_carries_verdict_attributes_and_plugin_fields(void **state) {
                         "watch");
     assert_string_equal(cJSON_GetObjectItem(f, "status")->valuestring, "x");
     cJSON_Delete(j);
+    free(s);
+}
+
+/* The stored value of a one-record batch. */
+static const unsigned char *
+only_value(const sl_store_batch_t *b, size_t klen, size_t *vlen) {
+    size_t at = SL_STORE_ITEM_HDR + klen;
+    *vlen = b->len - at;
+    return b->buf + at;
+}
+
+static int
+rstr_eq(sl_rstr_t s, const char *want) {
+    return s.p != NULL && s.len == strlen(want) &&
+           memcmp(s.p, want, s.len) == 0;
+}
+
+static void
+stored_record_reads_back_every_field(void **state) {
+    (void)state;
+    sl_config_t cfg = {0};
+    char *plugins[] = {"auth", "guard"};
+    sl_route_t route = {.path = "/v1/chat/completions",
+                        .kind = SL_ROUTE_CHAT,
+                        .plugins = plugins,
+                        .nplugins = 2};
+    sl_pipe_t p = {0};
+    sl_request_t r = {0};
+    r.cfg = &cfg;
+    r.route = &route;
+    r.pipe = &p;
+    r.http.method_str = "POST";
+    r.http.method_len = 4;
+    r.http.path = "/v1/chat/completions?x"; /* only path_len counts */
+    r.http.path_len = 20;
+    r.status = 429;
+    r.streaming = 1;
+    r.t_start = 1000;
+    r.t_first_byte = 1250;
+    r.upstream_us = 700;
+    r.model = "gpt";
+    r.provider = "openai";
+    r.target_model = "gpt-4o";
+    r.consumer = "alice";
+    r.error_code = "rate_limited";
+    r.prompt_tokens = 10;
+    r.completion_tokens = 5;
+    r.total_tokens = 15;
+    r.cached_tokens = -1;
+    r.reasoning_tokens = 2;
+    r.cost_micros = 1234567;
+    r.attempts = 3;
+    r.bytes_in = 99;
+    r.bytes_out = 1000;
+    strcpy(r.trace_id, TRACE);
+    strcpy(r.span_id, SPAN);
+    p.verdict_plugin = "guard";
+    p.verdict = "respond";
+    p.verdict_phase = SLUICE_PHASE_REQUEST;
+    p.aname[0] = "auth.key_id";
+    p.avalue[0] = "k1";
+    p.nattrs = 1;
+    r.plugin_log = ",\"cache\":\"miss\"";
+    sl_store_batch_t b = {0};
+    unsigned char key[SL_REQLOG_KEY_LEN];
+    sl_reqlog_key(key, 1700000000000001LL, 1, 2);
+    assert_int_equal(
+        sl_reqlog_encode(&b, key, sizeof(key), &r, 1700000000000001LL, 3000),
+        0);
+    assert_int_equal(b.n, 1);
+    size_t vlen;
+    const unsigned char *v = only_value(&b, sizeof(key), &vlen);
+    sl_reqlog_rec_t rec;
+    assert_int_equal(sl_reqlog_decode(v, vlen, &rec), 0);
+    assert_int_equal(rec.ts_us, 1700000000000001LL);
+    assert_int_equal(rec.latency_us, 2000);
+    assert_int_equal(rec.ttft_us, 250);
+    assert_int_equal(rec.upstream_us, 700);
+    assert_int_equal(rec.status, 429);
+    assert_int_equal(rec.cost_micros, 1234567);
+    assert_int_equal(rec.cached, -1);
+    assert_true(rstr_eq(rec.path, "/v1/chat/completions"));
+    assert_true(rstr_eq(rec.consumer, "alice"));
+    assert_true(rstr_eq(rec.model, "gpt"));
+    assert_true(rstr_eq(rec.trace_id, TRACE));
+    assert_null(rec.parent_id.p);
+    assert_null(rec.request_body.p);
+    assert_int_equal(rec.nplugins, 2);
+    assert_int_equal(rec.nattrs, 1);
+
+    size_t len = 0;
+    char *json = sl_reqlog_render(v, vlen, &len);
+    assert_non_null(json);
+    assert_int_equal(strlen(json), len);
+    cJSON *j = cJSON_Parse(json);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "time")->valuestring,
+                        "2023-11-14T22:13:20.000001Z");
+    assert_string_equal(cJSON_GetObjectItem(j, "path")->valuestring,
+                        "/v1/chat/completions");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "parent_span_id")));
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "stream")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "cached_tokens")));
+    assert_int_equal(cJSON_GetObjectItem(j, "bytes_out")->valueint, 1000);
+    assert_string_equal(
+        cJSON_GetArrayItem(cJSON_GetObjectItem(j, "plugins"), 1)->valuestring,
+        "guard");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "verdict"), "phase")
+            ->valuestring,
+        "on_request");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "attributes"), "auth.key_id")
+            ->valuestring,
+        "k1");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "plugin_fields"), "cache")
+            ->valuestring,
+        "miss");
+    cJSON_Delete(j);
+    /* Exact micro-dollars and milliseconds, never float noise. */
+    assert_non_null(strstr(json, "\"cost\":1.234567,"));
+    assert_non_null(strstr(json, "\"latency_ms\":2.000,"));
+    assert_non_null(strstr(json, "\"ttft_ms\":0.250,"));
+    free(json);
+
+    /* Cut short anywhere, it is refused, never read past its end. */
+    for (size_t n = 0; n < vlen; n++) {
+        unsigned char *cut = malloc(n + 1);
+        memcpy(cut, v, n);
+        assert_int_equal(sl_reqlog_decode(cut, n, &rec), SL_EINVAL);
+        assert_null(sl_reqlog_render(cut, n, NULL));
+        free(cut);
+    }
+    sl_store_batch_free(&b);
+}
+
+static void
+record_written_as_json_by_an_older_version_reads_as_it_was(void **state) {
+    (void)state;
+    const char old[] = "{\"time\":\"x\",\"status\":200}";
+    size_t len = 0;
+    char *s = sl_reqlog_render(old, sizeof(old) - 1, &len);
+    assert_non_null(s);
+    assert_string_equal(s, old);
+    assert_int_equal(len, sizeof(old) - 1);
+    sl_reqlog_rec_t rec;
+    assert_int_equal(sl_reqlog_decode(old, sizeof(old) - 1, &rec), SL_EINVAL);
     free(s);
 }
 
@@ -311,6 +460,9 @@ main(void) {
         cmocka_unit_test(keys_sort_by_time_then_worker_and_sequence),
         cmocka_unit_test(record_is_valid_json_whatever_the_bytes),
         cmocka_unit_test(record_carries_verdict_attributes_and_plugin_fields),
+        cmocka_unit_test(stored_record_reads_back_every_field),
+        cmocka_unit_test(
+            record_written_as_json_by_an_older_version_reads_as_it_was),
         cmocka_unit_test_setup_teardown(
             scan_rev_goes_newest_first_from_the_end_key, setup, teardown),
         cmocka_unit_test_setup_teardown(scan_rev_stays_inside_its_namespace,
