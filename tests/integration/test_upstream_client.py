@@ -194,3 +194,17 @@ def test_an_upstream_that_never_accepts_times_out_cleanly(gateway):
     for f in fillers:
         f.close()
     s.close()
+
+
+def test_large_requests_and_answers_cross_whole(gateway, upstream):
+    # Megabytes each way: the request is written over many writable events
+    # and the answer read over many reads.
+    up = upstream("keep")
+    cfg = via(up.port, scheme="http")
+    cfg["limits"] = {"max_body_bytes": 16 << 20}
+    gw = gateway(**cfg)
+    text = "".join(chr(97 + i % 26) for i in range(3 << 20))
+    for _ in range(2):
+        r = chat(gw.port, text, model="via-front")
+        assert r.status == 200, r.body[:300]
+        assert r.json()["choices"][0]["message"]["content"] == text
