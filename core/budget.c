@@ -9,6 +9,8 @@
 #include "providers/provider.h"
 #include "worker.h"
 
+#include <event2/event.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,6 +287,124 @@ sl_budget_admit(sl_request_t *r, sl_call_t *k) {
     return 0;
 }
 
+/* What settlements spent waits on its worker and reaches the store as one
+ * increment per consumer, dimension and window every
+ * store.flush_interval_ms (and at the thread's exit): a settlement costs a
+ * look-up in a small table, not a queued write and a wake-up of the
+ * writer. Admission never reads these: the meters in memory are exact on
+ * their own; the store only brings them back after a restart. */
+#define PEND_MAX 64
+
+typedef struct {
+    sl_budget_state_t *s; /* slots are never freed */
+    int64_t window, delta;
+    int dim;
+} pend_t;
+
+typedef struct {
+    sl_store_t *st;
+    struct event *timer;
+    struct timeval tv;
+    int armed;
+    size_t n;
+    pend_t e[PEND_MAX];
+} pending_t;
+
+static const char dim_char[NDIM] = {'d', 'm', 't'};
+static const int64_t dim_ttl[NDIM] = {3 * DAY_MS, 64 * DAY_MS, 0};
+
+static void
+persist(sl_store_t *st, sl_budget_state_t *s, int d, int64_t window,
+        int64_t delta) {
+    char key[256];
+    size_t kl = state_key(key, sizeof(key), atomic_load(&s->consumer),
+                          dim_char[d], window);
+    sl_store_incr_async(st, SL_STORE_USAGE, SL_BUDGET_NS, key, kl, delta,
+                        dim_ttl[d], NULL, NULL);
+}
+
+static void
+pending_flush(pending_t *p) {
+    for (size_t i = 0; i < p->n; i++)
+        persist(p->st, p->e[i].s, p->e[i].dim, p->e[i].window, p->e[i].delta);
+    p->n = 0;
+    p->armed = 0;
+}
+
+static void
+on_pending_timer(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    pending_flush(arg);
+}
+
+/* Thread exit: the worker's loop has stopped; its event_base and the
+ * store are freed after the join. */
+static void
+pending_exit(void *arg) {
+    pending_t *p = arg;
+    pending_flush(p);
+    event_free(p->timer);
+    free(p);
+}
+
+static pthread_key_t pending_key;
+static pthread_once_t pending_once = PTHREAD_ONCE_INIT;
+static int pending_key_ok;
+
+static void
+pending_key_make(void) {
+    pending_key_ok = pthread_key_create(&pending_key, pending_exit) == 0;
+}
+
+/* The calling worker's table for st; NULL when there is none to be had
+ * (the caller then writes at once). */
+static pending_t *
+pending_self(sl_store_t *st, struct event_base *base, long flush_ms) {
+    pthread_once(&pending_once, pending_key_make);
+    if (!pending_key_ok || base == NULL)
+        return NULL;
+    pending_t *p = pthread_getspecific(pending_key);
+    if (p == NULL) {
+        p = calloc(1, sizeof(*p));
+        if (p == NULL)
+            return NULL;
+        p->timer = evtimer_new(base, on_pending_timer, p);
+        if (p->timer == NULL || pthread_setspecific(pending_key, p) != 0) {
+            if (p->timer != NULL)
+                event_free(p->timer);
+            free(p);
+            return NULL;
+        }
+    } else if (p->st != st) {
+        pending_flush(p); /* another store (tests): not mixed */
+    }
+    p->st = st;
+    flush_ms = flush_ms > 0 ? flush_ms : 1000;
+    p->tv.tv_sec = flush_ms / 1000;
+    p->tv.tv_usec = (flush_ms % 1000) * 1000;
+    return p;
+}
+
+static void
+pending_add(pending_t *p, sl_budget_state_t *s, int d, int64_t window,
+            int64_t delta) {
+    for (size_t i = 0; i < p->n; i++) {
+        pend_t *e = &p->e[i];
+        if (e->s == s && e->dim == d && e->window == window) {
+            e->delta += delta;
+            return;
+        }
+    }
+    if (p->n == PEND_MAX) {
+        evtimer_del(p->timer);
+        pending_flush(p);
+    }
+    p->e[p->n++] = (pend_t){s, window, delta, d};
+    if (!p->armed && evtimer_add(p->timer, &p->tv) == 0)
+        p->armed = 1;
+}
+
 void
 sl_budget_settle(sl_request_t *r, int64_t cost, int64_t tokens) {
     struct sl_budget_hold *h = r->budget;
@@ -296,19 +416,20 @@ sl_budget_settle(sl_request_t *r, int64_t cost, int64_t tokens) {
     int64_t now = (int64_t)time(NULL);
     int64_t win[NDIM] = {sl_budget_day(now), sl_budget_month(now), 0};
     int64_t actual[NDIM] = {cost, cost, tokens};
-    static const char dims[NDIM] = {'d', 'm', 't'};
-    static const int64_t ttl[NDIM] = {3 * DAY_MS, 64 * DAY_MS, 0};
-    const char *c = atomic_load(&h->s->consumer);
+    pending_t *p = NULL;
+    if (h->store != NULL && (cost > 0 || tokens > 0))
+        p = pending_self(h->store, r->w != NULL ? r->w->base : NULL,
+                         r->cfg != NULL ? r->cfg->store_flush_ms : 0);
     for (int d = 0; d < NDIM; d++) {
         /* Unlimited dimensions are metered too, for the report. */
         sl_meter_settle(&h->s->m[d], win[d], h->window[d],
                         h->reserved[d] ? h->est[d] : 0, actual[d]);
-        if (h->store != NULL && actual[d] > 0) {
-            char key[256];
-            size_t kl = state_key(key, sizeof(key), c, dims[d], win[d]);
-            sl_store_incr_async(h->store, SL_STORE_USAGE, SL_BUDGET_NS, key, kl,
-                                actual[d], ttl[d], NULL, NULL);
-        }
+        if (h->store == NULL || actual[d] <= 0)
+            continue;
+        if (p != NULL)
+            pending_add(p, h->s, d, win[d], actual[d]);
+        else
+            persist(h->store, h->s, d, win[d], actual[d]);
     }
 }
 
