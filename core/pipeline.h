@@ -62,9 +62,14 @@ typedef struct sl_pipe {
 
     int msgs_dirty; /* a message was rewritten: re-encode the body */
 
-    /* response_header_set */
+    /* response_header_set: the lines "name: value\r\n" in one arena
+     * buffer of SL_PIPE_HEADER_BYTES + 1 (r->plugin_headers), made on
+     * first use and appended to; hname[i] points at line i. */
+    char *hlines;
+    size_t hlen;
     const char *hname[SL_PIPE_MAX_HEADERS];
-    const char *hvalue[SL_PIPE_MAX_HEADERS];
+    unsigned short hname_len[SL_PIPE_MAX_HEADERS];
+    unsigned short hline_len[SL_PIPE_MAX_HEADERS];
     size_t nheaders;
 
     /* log_field_set: arena strings, the value already JSON-escaped */

@@ -229,72 +229,143 @@ h_request_header(sluice_req_t *req, const char *name, const char **value,
 
 /* ---- response headers ---- */
 
+/* RFC 9110 tchar: letters, digits and !#$%&'*+-.^_`|~ (0 for NUL ends a
+ * scan). */
+static const unsigned char tchar[256] = {
+    ['!'] = 1,         ['#'] = 1,         ['$'] = 1, ['%'] = 1,
+    ['&'] = 1,         ['\''] = 1,        ['*'] = 1, ['+'] = 1,
+    ['-'] = 1,         ['.'] = 1,         ['^'] = 1, ['_'] = 1,
+    ['`'] = 1,         ['|'] = 1,         ['~'] = 1, ['0' ... '9'] = 1,
+    ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1,
+};
+
+/* A consumer's or an attribute value's bytes: no control characters. */
+static const unsigned char pchar[256] = {
+    [0x20 ... 0x7e] = 1,
+    [0x80 ... 0xff] = 1,
+};
+
+/* A header value's bytes: tab and 0x20..0xff but DEL (0 for NUL ends a
+ * scan). */
+static const unsigned char vchar[256] = {
+    ['\t'] = 1,
+    [0x20 ... 0x7e] = 1,
+    [0x80 ... 0xff] = 1,
+};
+
+static unsigned
+ascii_lower(unsigned char c) {
+    return c + ((unsigned)(c - 'A') < 26u) * 32u;
+}
+
+/* strncasecmp() == 0 for ASCII, without the locale (header names are
+ * ASCII tchars). */
 static int
-is_tchar(unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c) != NULL;
+same_name(const char *a, const char *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (ascii_lower((unsigned char)a[i]) !=
+            ascii_lower((unsigned char)b[i]))
+            return 0;
+    return 1;
 }
 
 static int
-header_owned(const char *name) {
-    static const char *const owned[] = {"content-length",
-                                        "content-type",
-                                        "transfer-encoding",
-                                        "connection",
-                                        "keep-alive",
-                                        "upgrade",
-                                        "trailer",
-                                        "te",
-                                        "proxy-connection",
-                                        "server",
-                                        NULL};
-    for (size_t i = 0; owned[i] != NULL; i++)
-        if (strcasecmp(name, owned[i]) == 0)
-            return 1;
+header_owned(const char *name, size_t n) {
+    const char *own = NULL;
+    switch (n) {
+    case 2: own = "te"; break;
+    case 6: own = "server"; break;
+    case 7: own = (name[0] | 0x20) == 'u' ? "upgrade" : "trailer"; break;
+    case 10: own = (name[0] | 0x20) == 'c' ? "connection" : "keep-alive"; break;
+    case 12: own = "content-type"; break;
+    case 14: own = "content-length"; break;
+    case 16: own = "proxy-connection"; break;
+    case 17: own = "transfer-encoding"; break;
+    }
+    if (own != NULL && same_name(name, own, n))
+        return 1;
     /* x-sluice-* is the gateway's, but for the bundled plugins' own. */
-    return strncasecmp(name, "x-sluice-", 9) == 0 &&
-           strcasecmp(name, "x-sluice-cache") != 0 &&
-           strcasecmp(name, "x-sluice-guardrail") != 0;
+    return n >= 9 && same_name(name, "x-sluice-", 9) &&
+           !(n == 14 && same_name(name + 9, "cache", 5)) &&
+           !(n == 18 && same_name(name + 9, "guardrail", 9));
 }
 
+/* Writes "name: value\r\n" at dst; returns its length. */
+static size_t
+header_line(char *dst, const char *name, size_t nlen, const char *value,
+            size_t vlen) {
+    memcpy(dst, name, nlen);
+    dst[nlen] = ':';
+    dst[nlen + 1] = ' ';
+    memcpy(dst + nlen + 2, value, vlen);
+    dst[nlen + 2 + vlen] = '\r';
+    dst[nlen + 3 + vlen] = '\n';
+    return nlen + vlen + 4;
+}
+
+/* Plugins set a few headers on every request: the lines are appended to
+ * one buffer made on first use, with no printf and no copy of the lines
+ * before; only setting a header again rebuilds them. */
 static int
 h_response_header_set(sluice_req_t *req, const char *name, const char *value) {
     PHASE(req, P_REQ | P_RESP | P_CHUNK);
     sl_pipe_t *p = req->pipe;
     if (R(req)->responded)
         return SLUICE_EPHASE; /* the head is gone */
-    if (name == NULL || value == NULL || name[0] == '\0' ||
-        strlen(name) > 128 || header_owned(name))
+    if (name == NULL || value == NULL)
         return SLUICE_EINVAL;
-    for (const char *c = name; *c; c++)
-        if (!is_tchar((unsigned char)*c))
-            return SLUICE_EINVAL;
-    for (const unsigned char *c = (const unsigned char *)value; *c; c++)
-        if ((*c < 0x20 && *c != '\t') || *c == 0x7f)
-            return SLUICE_EINVAL;
-    size_t slot = p->nheaders, total = strlen(name) + strlen(value) + 4;
-    for (size_t i = 0; i < p->nheaders; i++) {
-        if (strcasecmp(p->hname[i], name) == 0)
+    size_t nlen = 0, vlen = 0;
+    while (tchar[(unsigned char)name[nlen]])
+        nlen++;
+    if (nlen == 0 || nlen > 128 || name[nlen] != '\0' ||
+        header_owned(name, nlen))
+        return SLUICE_EINVAL;
+    while (vchar[(unsigned char)value[vlen]])
+        vlen++;
+    if (value[vlen] != '\0')
+        return SLUICE_EINVAL;
+    size_t slot = p->nheaders, line = nlen + vlen + 4, total = p->hlen + line;
+    for (size_t i = 0; i < p->nheaders; i++)
+        if (p->hname_len[i] == nlen && same_name(p->hname[i], name, nlen)) {
             slot = i;
-        else
-            total += strlen(p->hname[i]) + strlen(p->hvalue[i]) + 4;
-    }
+            total -= p->hline_len[i];
+            break;
+        }
     if (slot == SL_PIPE_MAX_HEADERS || total > SL_PIPE_HEADER_BYTES)
         return SLUICE_ETOOBIG;
-    const char *n = sl_arena_strndup(A(req), name, strlen(name));
-    const char *v = sl_arena_strndup(A(req), value, strlen(value));
-    char *lines = sl_arena_alloc(A(req), total + 1);
-    if (n == NULL || v == NULL || lines == NULL)
-        return SLUICE_ENOMEM;
-    p->hname[slot] = n;
-    p->hvalue[slot] = v;
-    if (slot == p->nheaders)
+    if (slot == p->nheaders) {
+        if (p->hlines == NULL &&
+            (p->hlines = sl_arena_alloc(A(req), SL_PIPE_HEADER_BYTES + 1)) ==
+                NULL)
+            return SLUICE_ENOMEM;
+        char *dst = p->hlines + p->hlen;
+        header_line(dst, name, nlen, value, vlen);
+        p->hname[slot] = dst;
         p->nheaders++;
-    size_t off = 0;
-    for (size_t i = 0; i < p->nheaders; i++)
-        off += (size_t)sprintf(lines + off, "%s: %s\r\n", p->hname[i],
-                               p->hvalue[i]);
-    R(req)->plugin_headers = lines;
+    } else {
+        /* Set again: rebuild into a new buffer (the old one is still
+         * read from). */
+        char *lines = sl_arena_alloc(A(req), SL_PIPE_HEADER_BYTES + 1);
+        if (lines == NULL)
+            return SLUICE_ENOMEM;
+        size_t off = 0;
+        for (size_t i = 0; i < p->nheaders; i++) {
+            const char *src = p->hname[i];
+            size_t len = p->hline_len[i];
+            p->hname[i] = lines + off;
+            if (i == slot)
+                header_line(lines + off, name, nlen, value, vlen);
+            else
+                memcpy(lines + off, src, len);
+            off += i == slot ? line : len;
+        }
+        p->hlines = lines;
+    }
+    p->hname_len[slot] = (unsigned short)nlen;
+    p->hline_len[slot] = (unsigned short)line;
+    p->hlen = total;
+    p->hlines[total] = '\0';
+    R(req)->plugin_headers = p->hlines;
     return SLUICE_OK;
 }
 
@@ -596,12 +667,11 @@ h_consumer_set(sluice_req_t *req, const char *id) {
     PHASE(req, P_REQ);
     if (id == NULL)
         return SLUICE_EINVAL;
-    size_t n = strlen(id);
-    if (n == 0 || n > 256)
+    size_t n = 0;
+    while (pchar[(unsigned char)id[n]])
+        n++;
+    if (n == 0 || n > 256 || id[n] != '\0')
         return SLUICE_EINVAL;
-    for (const unsigned char *c = (const unsigned char *)id; *c; c++)
-        if (*c < 0x20 || *c == 0x7f)
-            return SLUICE_EINVAL;
     char *copy = sl_arena_strndup(A(req), id, n);
     if (copy == NULL)
         return SLUICE_ENOMEM;
@@ -744,6 +814,41 @@ h_keys_get(sluice_req_t *req, const char *ns, const void *key, size_t klen,
         return rc;
     return from_store(
         sl_store_get(st, SL_STORE_KEYS, ns, key, klen, buf, cap, len, NULL));
+}
+
+/* The handle is the instance: plugin.c frees it only after destroy(). */
+static sluice_kv_t *
+h_kv_handle(sluice_req_t *req) {
+    if (req == NULL || req->inst == NULL || req->phase != SLUICE_PHASE_LOAD)
+        return NULL;
+    return (sluice_kv_t *)req->inst;
+}
+
+static int
+h_kv_handle_set(sluice_kv_t *kv, const void *key, size_t klen, const void *val,
+                size_t vlen, int64_t ttl_ms) {
+    const sl_plugin_inst_t *in = (const sl_plugin_inst_t *)kv;
+    if (in == NULL || key == NULL || klen == 0 || klen > 400 ||
+        (val == NULL && vlen > 0) || ttl_ms < 0)
+        return SLUICE_EINVAL;
+    sl_store_t *st = atomic_load(&kv_store);
+    if (st == NULL)
+        return SLUICE_EUNAVAIL;
+    return from_store(sl_store_put_async(st, SL_STORE_KV, in->kv_ns, key, klen,
+                                         val ? val : "", vlen, ttl_ms, NULL,
+                                         NULL));
+}
+
+static int
+h_keys_version(sluice_req_t *req, uint64_t *version) {
+    PHASE(req, P_ALL);
+    if (version == NULL)
+        return SLUICE_EINVAL;
+    sl_store_t *st = atomic_load(&kv_store);
+    if (st == NULL)
+        return SLUICE_EUNAVAIL;
+    *version = sl_store_generation(st, SL_STORE_KEYS);
+    return SLUICE_OK;
 }
 
 /* ---- logging ---- */
@@ -945,36 +1050,34 @@ h_client_addr(sluice_req_t *req, const char **addr, size_t *len) {
     return out_str(p->client_addr, addr, len);
 }
 
-static int
-attr_name_ok(const char *s) {
-    size_t n = 0;
-    for (; s[n] != '\0'; n++)
-        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') ||
-              s[n] == '_' || s[n] == '.' || s[n] == '-'))
-            return 0;
-    return n > 0 && n <= 64;
-}
+/* An attribute name's bytes: [a-z0-9_.-] (0 for NUL ends a scan). */
+static const unsigned char achar[256] = {
+    ['a' ... 'z'] = 1, ['0' ... '9'] = 1, ['_'] = 1, ['.'] = 1, ['-'] = 1,
+};
 
 static int
 h_attr_set(sluice_req_t *req, const char *name, const char *value) {
     PHASE(req, P_REQ);
     sl_pipe_t *p = req->pipe;
-    if (name == NULL || value == NULL || !attr_name_ok(name) ||
-        strlen(value) > 1024)
+    if (name == NULL || value == NULL)
         return SLUICE_EINVAL;
-    for (const unsigned char *c = (const unsigned char *)value; *c; c++)
-        if (*c < 0x20 || *c == 0x7f)
-            return SLUICE_EINVAL;
+    size_t nlen = 0, vlen = 0;
+    while (achar[(unsigned char)name[nlen]])
+        nlen++;
+    while (pchar[(unsigned char)value[vlen]])
+        vlen++;
+    if (nlen == 0 || nlen > 64 || name[nlen] != '\0' || vlen > 1024 ||
+        value[vlen] != '\0')
+        return SLUICE_EINVAL;
     size_t slot = p->nattrs;
     for (size_t i = 0; i < p->nattrs; i++)
         if (strcmp(p->aname[i], name) == 0)
             slot = i;
     if (slot == SL_PIPE_MAX_ATTRS)
         return SLUICE_ETOOBIG;
-    const char *v = sl_arena_strndup(A(req), value, strlen(value));
-    const char *n = slot < p->nattrs
-                        ? p->aname[slot]
-                        : sl_arena_strndup(A(req), name, strlen(name));
+    const char *v = sl_arena_strndup(A(req), value, vlen);
+    const char *n = slot < p->nattrs ? p->aname[slot]
+                                     : sl_arena_strndup(A(req), name, nlen);
     if (v == NULL || n == NULL)
         return SLUICE_ENOMEM;
     p->aname[slot] = n;
@@ -1258,6 +1361,9 @@ static const sluice_host_t host = {
     .response_complete = h_response_complete,
     .log_field_set = h_log_field_set,
     .respond_answer = h_respond_answer,
+    .kv_handle = h_kv_handle,
+    .kv_handle_set = h_kv_handle_set,
+    .keys_version = h_keys_version,
 };
 
 const sluice_host_t *

@@ -180,6 +180,12 @@ int sl_store_incr_sync(sl_store_t *st, sl_store_db_t db, const char *ns,
 /* Waits until everything queued before the call is committed and on disk. */
 int sl_store_flush(sl_store_t *st);
 
+/* A number that changes whenever a write to db's environment commits, in
+ * this process or another (LMDB's last transaction id): while it stays the
+ * same, what db holds has not changed. No transaction, a few loads: for
+ * caches of what db holds (the auth plugin's verified keys). 0 on error. */
+uint64_t sl_store_generation(sl_store_t *st, sl_store_db_t db);
+
 typedef struct {
     uint64_t ops;         /* writes applied (including failed ones) */
     uint64_t commits;     /* write transactions committed */

@@ -106,6 +106,15 @@ sl_store_adopt_map(sl_store_t *st, int e) {
     return rc;
 }
 
+uint64_t
+sl_store_generation(sl_store_t *st, sl_store_db_t db) {
+    MDB_envinfo info;
+    if ((unsigned)db >= SL_STORE_NDB ||
+        mdb_env_info(st->env[sl_store_env_of(db)], &info) != 0)
+        return 0;
+    return (uint64_t)info.me_last_txnid;
+}
+
 /* A ready read txn of reader r on env e; r->lock held by the caller. */
 static int
 reader_txn(sl_store_t *st, sl_store_reader_t *r, int e, MDB_txn **out) {

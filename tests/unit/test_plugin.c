@@ -823,6 +823,24 @@ test_host_checks_response_headers_consumer_respond_and_metrics(void **state) {
     assert_int_equal(h->response_header_set(&req, "x-one-more", "v"),
                      SLUICE_ETOOBIG);
     assert_int_equal(h->response_header_set(&req, "x-h1", "w"), 0);
+    /* Set again (any case): replaced where it stood, the others kept. */
+    assert_int_equal(h->response_header_set(&req, "X-H2", "longer value"), 0);
+    assert_non_null(strstr(f.r.plugin_headers,
+                           "X-TGOOD: again\r\nx-h1: w\r\nX-H2: longer "
+                           "value\r\nx-h3: v\r\n"));
+    assert_null(strstr(f.r.plugin_headers, "x-h2:"));
+    size_t hl = strlen(f.r.plugin_headers);
+    assert_string_equal(f.r.plugin_headers + hl - 10, "x-h15: v\r\n");
+    /* A value that would pass the byte budget is refused, nothing set. */
+    char big[SL_PIPE_HEADER_BYTES];
+    memset(big, 'b', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    const char *before = f.r.plugin_headers;
+    assert_int_equal(h->response_header_set(&req, "x-h3", big), SLUICE_ETOOBIG);
+    assert_ptr_equal(f.r.plugin_headers, before);
+    assert_int_equal(h->response_header_set(&req, "x-h3", "v\x7f"),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->response_header_set(&req, "x-h3", "tab\tok"), 0);
 
     const char *id;
     assert_int_equal(h->consumer(&req, &id), SLUICE_ENOTFOUND);
@@ -973,11 +991,54 @@ test_kv_is_namespaced_per_instance_and_counts(void **state) {
         0);
     assert_int_equal(c, 5);
 
+    /* A handle writes to its instance's namespace outside any hook. */
+    sluice_kv_t *kv = h->kv_handle(&b);
+    assert_non_null(kv);
+    assert_int_equal(h->kv_handle_set(kv, "late", 4, "pear", 4, 0), 0);
+    assert_int_equal(h->kv_handle_set(kv, "", 0, "x", 1, 0), SLUICE_EINVAL);
+    assert_int_equal(sl_store_flush(st), 0);
+    assert_int_equal(h->kv_get(&b, "late", 4, buf, sizeof(buf), &len), 0);
+    assert_memory_equal(buf, "pear", 4);
+    assert_int_equal(h->kv_get(&a, "late", 4, buf, sizeof(buf), &len),
+                     SLUICE_ENOTFOUND);
+
+    /* The KEYS version moves with a write to KEYS, not with kv writes. */
+    uint64_t v1 = 0, v2 = 0, v3 = 0;
+    assert_int_equal(h->keys_version(&a, &v1), 0);
+    assert_int_equal(h->kv_set(&a, "other", 5, "x", 1, 0), 0);
+    assert_int_equal(sl_store_flush(st), 0);
+    assert_int_equal(h->keys_version(&a, &v2), 0);
+    assert_true(v2 == v1);
+    assert_int_equal(
+        sl_store_put_sync(st, SL_STORE_KEYS, "apikey", "k", 1, "{}", 2, 0), 0);
+    assert_int_equal(h->keys_version(&a, &v3), 0);
+    assert_true(v3 != v2);
+
     sl_plugins_free(ps);
     sl_config_free(cfg);
     sl_plugin_host_set_store(NULL);
+    assert_int_equal(h->keys_version(&a, &v1), SLUICE_EUNAVAIL);
     sl_store_close(st);
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static void
+test_a_kv_handle_is_only_given_at_load(void **state) {
+    sl_config_t *cfg;
+    sl_plugins_t *ps = load(
+        BASE "'plugins':{'hd':{'path':'testgood.so'}}," ROUTE("'hd'"), &cfg);
+    assert_non_null(ps);
+    fake_t f;
+    fake_init(&f, cfg, ps, HEAD, CHAT);
+    assert_int_equal(sl_pipeline_request(&f.r, &f.k), 0);
+    const sluice_host_t *h = sl_plugin_host();
+    struct sluice_req req = {
+        .pipe = f.r.pipe, .inst = &ps->insts[0], .phase = SLUICE_PHASE_REQUEST};
+    assert_null(h->kv_handle(&req));
+    assert_null(h->kv_handle(NULL));
+    fake_end(&f);
+    sl_plugins_free(ps);
+    sl_config_free(cfg);
 }
 
 static void
@@ -1033,6 +1094,7 @@ main(void) {
         cmocka_unit_test(
             test_host_gives_the_whole_request_log_fields_and_replayed_answers),
         cmocka_unit_test(test_kv_is_namespaced_per_instance_and_counts),
+        cmocka_unit_test(test_a_kv_handle_is_only_given_at_load),
         cmocka_unit_test(test_host_table_starts_with_its_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

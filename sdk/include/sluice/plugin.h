@@ -117,6 +117,10 @@ typedef struct sluice_config sluice_config_t;
 
 typedef struct sluice_host sluice_host_t;
 
+/* An instance's key-value namespace, for writes made outside a hook
+ * (kv_handle). */
+typedef struct sluice_kv sluice_kv_t;
+
 /* ---- the config schema ------------------------------------------------- */
 
 typedef enum {
@@ -533,6 +537,26 @@ struct sluice_host {
      * req. */
     int (*respond_answer)(sluice_req_t *req, int status, const char *json,
                           size_t len);
+
+    /* -- since 1.1: writes outside a hook, the key database's version -
+     * The instance's key-value namespace as a handle, for kv writes made
+     * when no hook runs: from destroy() or from a thread of the plugin's
+     * own (a rate limit that keeps its counts in memory writes them back
+     * every second, and once more when it stops). Call it in create()
+     * with the load context; the handle stays valid until destroy()
+     * returns. NULL in any other phase. */
+    sluice_kv_t *(*kv_handle)(sluice_req_t *req);
+    /* kv_set through a handle, from any thread: queued like kv_set. */
+    int (*kv_handle_set)(sluice_kv_t *kv, const void *key, size_t klen,
+                         const void *val, size_t vlen, int64_t ttl_ms);
+    /* *version gets a number that changes whenever the KEYS database (see
+     * keys_get) may have changed, written by this gateway or by another
+     * process (`sluice keys revoke`): while it stays the same, a record
+     * read earlier is still what keys_get would return, so a plugin may
+     * keep verified records in memory. Read it before keys_get when
+     * caching. A few loads, no store transaction. SLUICE_EUNAVAIL without
+     * a store. Phases: all. */
+    int (*keys_version)(sluice_req_t *req, uint64_t *version);
 
     /* New entries go here, each with "since 1.N". */
 };
