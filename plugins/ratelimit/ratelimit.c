@@ -6,18 +6,25 @@
  * request cannot overshoot a limit and an aborted one gives its
  * reservation back.
  *
- * The live counters are in the instance's memory, shared by every worker
- * thread, one atomic word per (bucket, window) (window.h): exact under
- * concurrency without a lock. When a request is admitted and when it
- * ends, the counts of the buckets it touched are queued to the store (one
- * kv_set each, nothing waits for it), so a restart in the same window, or
- * the new instance a reload makes, picks them up again (seeded the first
- * time the bucket is used). */
+ * The live counters are in memory, shared by every worker thread, one
+ * atomic word per (bucket, window) (window.h): exact under concurrency
+ * without a lock. The instances a reload makes share the counters of the
+ * instance of the same name they replace (a table per name, counted by
+ * reference), so requests in flight across a reload are counted once.
+ *
+ * The store keeps the counts for a restart in the same window. With
+ * persist_interval_ms (1000 by default) a request only marks its buckets
+ * dirty; a thread of the table writes the dirty ones back every interval,
+ * and once more when the last instance of the name goes (a clean stop or
+ * a reload that drops it): a crash loses at most the last interval's
+ * counts. With 0, every admission and settlement is queued to the store
+ * at once. */
 #define _POSIX_C_SOURCE 200809L
 #include "window.h"
 
 #include <sluice/plugin.h>
 
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,18 +45,19 @@ static const sluice_config_field_t schema[] = {
      "completion tokens reserved when a request sets no max_tokens"},
     {"persist", SLUICE_CFG_BOOL, "true", 0,
      "keep the counters in the store so a restart keeps them"},
-    {"persist_interval_ms", SLUICE_CFG_INT, "0", 0,
-     "write a counter at most this often (0: after every request); a "
-     "restart or reload may forget the last interval's counts"},
+    {"persist_interval_ms", SLUICE_CFG_INT, "1000", 0,
+     "write the counts back this often, and when the gateway stops (0: "
+     "after every request); a crash may lose the last interval's counts"},
     {"max_buckets", SLUICE_CFG_INT, "65536", 0,
      "consumers (x models) counted at once; past it new ones pass uncounted"},
     {NULL, 0, NULL, 0, NULL},
 };
 
 typedef struct {
-    _Atomic uint64_t key; /* the bucket's hash; 0 = free */
-    _Atomic int ready;    /* seeded from the store */
-    _Atomic int64_t persisted_ms; /* when its counts were last queued */
+    _Atomic uint64_t key;        /* the bucket's hash; 0 = free */
+    _Atomic int ready;           /* seeded from the store */
+    _Atomic int dirty;           /* on the dirty list: counts not written yet */
+    _Atomic uint32_t next_dirty; /* the next on the list, index + 1 */
     rl_counter_t reqs, toks;
 } rl_bucket_t;
 
@@ -58,17 +66,46 @@ typedef struct {
     int64_t rpm, tpm;
 } rl_model_t;
 
-typedef struct {
+struct rl;
+
+/* The counters of one instance name, shared by the instances reloads
+ * make of it; registered in `tables` while any holds it. */
+typedef struct rl_table {
+    struct rl_table *next;
+    char *name;
+    int refs;
+    rl_bucket_t *buckets;
+    size_t mask;
+    /* The dirty buckets, a stack of index + 1 (0 = empty): requests push,
+     * only a flush takes, and it takes the whole stack. */
+    _Atomic uint32_t dirty_head;
+    pthread_mutex_t mu; /* flushes, holders, the flusher's settings */
+    pthread_cond_t cv;
+    struct rl *holders; /* the live instances holding this table */
+    int64_t interval_ms;
+    int stop;
+    int flusher_started;
+    pthread_t flusher;
+} rl_table_t;
+
+typedef struct rl {
     const sluice_host_t *host;
     int64_t rpm, tpm, default_max;
     int persist;
     int64_t persist_interval_ms;
     rl_model_t models[RL_MAX_MODELS];
     size_t nmodels;
-    rl_bucket_t *buckets;
-    size_t mask;
+    rl_table_t *t;
+    sluice_kv_t *kv; /* for writes outside a hook */
+    /* The route's limits as header values, formatted once. */
+    char rpm_buf[RL_U64_CHARS], tpm_buf[RL_U64_CHARS];
+    const char *rpm_text, *tpm_text;
+    struct rl *next_holder; /* in t->holders */
     atomic_int full_logged;
 } rl_t;
+
+static pthread_mutex_t tables_mu = PTHREAD_MUTEX_INITIALIZER;
+static rl_table_t *tables;
 
 /* One limit a request is checked against. */
 typedef struct {
@@ -111,8 +148,8 @@ hash_of(const char *kind, const char *a, const char *b) {
 
 /* ---- persistence ---- */
 
-/* The store keeps, per bucket and window, its two counts as they were
- * when a request last ended: {requests, tokens}, native uint64_t. */
+/* The store keeps, per bucket and window, its two counts: {requests,
+ * tokens}, native uint64_t. */
 static int
 store_key(char *buf, size_t cap, uint32_t win, uint64_t hash) {
     return snprintf(buf, cap, "w:%u:%016llx", (unsigned)win,
@@ -134,34 +171,198 @@ seed(const rl_t *rl, sluice_req_t *req, rl_bucket_t *b, uint32_t win,
     rl_seed(&b->toks, win, v[1]);
 }
 
-static int64_t
-mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Queues the bucket's counts; one write, no read, and at most one per
- * persist_interval_ms per bucket (the thread that wins the interval
- * writes): a store write per request would cost more than the limiting.
- * Two requests of one consumer ending at once on two threads may queue
- * their snapshots out of order: the store then lags by a request until
- * the next write. */
+/* Queues the bucket's counts in the current window (persist_interval_ms
+ * 0): one write per admission and settlement. Two requests of one
+ * consumer ending at once on two threads may queue their snapshots out of
+ * order: the store then lags by a request until the next write. */
 static void
-persist(const rl_t *rl, sluice_req_t *req, rl_bucket_t *b, uint32_t win,
-        uint64_t hash) {
-    if (rl->persist_interval_ms > 0) {
-        int64_t now = mono_ms();
-        int64_t last = atomic_load_explicit(&b->persisted_ms,
-                                            memory_order_relaxed);
-        if (now - last < rl->persist_interval_ms ||
-            !atomic_compare_exchange_strong(&b->persisted_ms, &last, now))
-            return;
-    }
+persist_now(const rl_t *rl, sluice_req_t *req, rl_bucket_t *b, uint32_t win) {
     char key[64];
     uint64_t v[2] = {rl_count(&b->reqs, win), rl_count(&b->toks, win)};
-    int n = store_key(key, sizeof(key), win, hash);
+    int n = store_key(key, sizeof(key), win,
+                      atomic_load_explicit(&b->key, memory_order_relaxed));
     rl->host->kv_set(req, key, (size_t)n, v, sizeof(v), RL_TTL_MS);
+}
+
+/* Puts the bucket on the table's dirty list, once until a flush. */
+static void
+mark_dirty(rl_table_t *t, rl_bucket_t *b) {
+    if (atomic_load_explicit(&b->dirty, memory_order_relaxed) ||
+        atomic_exchange(&b->dirty, 1))
+        return;
+    uint32_t self = (uint32_t)(b - t->buckets) + 1;
+    uint32_t head = atomic_load_explicit(&t->dirty_head, memory_order_relaxed);
+    do
+        atomic_store_explicit(&b->next_dirty, head, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&t->dirty_head, &head, self,
+                                                  memory_order_release,
+                                                  memory_order_relaxed));
+}
+
+static void
+persist(const rl_t *rl, sluice_req_t *req, rl_bucket_t *b, uint32_t win) {
+    if (rl->persist_interval_ms == 0)
+        persist_now(rl, req, b, win);
+    else
+        mark_dirty(rl->t, b);
+}
+
+static int64_t now_s(void);
+
+/* Writes the dirty buckets' counts of the current window through kv;
+ * t->mu held (kv stays valid). A bucket changed while it is written goes
+ * back on the list. */
+static void
+flush(rl_table_t *t, const sluice_host_t *h, sluice_kv_t *kv) {
+    uint32_t i =
+        atomic_exchange_explicit(&t->dirty_head, 0, memory_order_acquire);
+    uint32_t win = rl_window(now_s());
+    while (i != 0) {
+        rl_bucket_t *b = &t->buckets[i - 1];
+        i = atomic_load_explicit(&b->next_dirty, memory_order_relaxed);
+        atomic_store(&b->dirty, 0); /* before the read: a later change
+                                       marks it again */
+        char key[64];
+        uint64_t v[2] = {rl_count(&b->reqs, win), rl_count(&b->toks, win)};
+        int n = store_key(key, sizeof(key), win,
+                          atomic_load_explicit(&b->key, memory_order_relaxed));
+        if (kv != NULL)
+            h->kv_handle_set(kv, key, (size_t)n, v, sizeof(v), RL_TTL_MS);
+    }
+}
+
+/* The table's writer: every interval, the dirty buckets. */
+static void *
+flusher_main(void *arg) {
+    rl_table_t *t = arg;
+    pthread_mutex_lock(&t->mu);
+    while (!t->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ms = t->interval_ms > 0 ? t->interval_ms : 1000;
+        ts.tv_sec += ms / 1000;
+        ts.tv_nsec += (ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+        if (!t->stop && t->holders != NULL)
+            flush(t, t->holders->host, t->holders->kv);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+/* ---- the shared tables ---- */
+
+static void
+table_free(rl_table_t *t) {
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+    free(t->buckets);
+    free(t->name);
+    free(t);
+}
+
+static rl_table_t *
+table_new(const char *name, size_t cap) {
+    rl_table_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    t->name = strdup(name);
+    t->buckets = calloc(cap, sizeof(*t->buckets));
+    if (t->name == NULL || t->buckets == NULL) {
+        table_free(t);
+        return NULL;
+    }
+    t->mask = cap - 1;
+    return t;
+}
+
+/* Makes rl hold the table of its name (cap buckets), the one an instance
+ * of the same name before it holds when its size is the same. */
+static int
+table_attach(rl_t *rl, const char *name, size_t cap) {
+    pthread_mutex_lock(&tables_mu);
+    rl_table_t *t = tables;
+    while (t != NULL && !(strcmp(t->name, name) == 0 && t->mask + 1 == cap))
+        t = t->next;
+    if (t == NULL) {
+        /* A new size starts from the store: write the old table's counts
+         * there first. */
+        for (rl_table_t *o = tables; o != NULL; o = o->next)
+            if (strcmp(o->name, name) == 0) {
+                pthread_mutex_lock(&o->mu);
+                if (o->holders != NULL)
+                    flush(o, o->holders->host, o->holders->kv);
+                pthread_mutex_unlock(&o->mu);
+            }
+        if ((t = table_new(name, cap)) == NULL) {
+            pthread_mutex_unlock(&tables_mu);
+            return SLUICE_ENOMEM;
+        }
+        t->next = tables;
+        tables = t;
+    }
+    pthread_mutex_lock(&t->mu);
+    t->refs++;
+    rl->t = t;
+    rl->next_holder = t->holders; /* the newest first: its settings rule */
+    t->holders = rl;
+    t->interval_ms = rl->persist_interval_ms;
+    int start = rl->persist && rl->persist_interval_ms > 0 && rl->kv != NULL &&
+                !t->flusher_started;
+    if (start)
+        t->flusher_started =
+            pthread_create(&t->flusher, NULL, flusher_main, t) == 0;
+    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&tables_mu);
+    return SLUICE_OK;
+}
+
+/* Lets go of rl's table; the last holder stops its writer and writes
+ * what is dirty one last time. */
+static void
+table_detach(rl_t *rl) {
+    rl_table_t *t = rl->t;
+    if (t == NULL)
+        return;
+    pthread_mutex_lock(&tables_mu);
+    pthread_mutex_lock(&t->mu);
+    for (rl_t **p = &t->holders; *p != NULL; p = &(*p)->next_holder)
+        if (*p == rl) {
+            *p = rl->next_holder;
+            break;
+        }
+    int last = --t->refs == 0;
+    if (last) {
+        for (rl_table_t **p = &tables; *p != NULL; p = &(*p)->next)
+            if (*p == t) {
+                *p = t->next;
+                break;
+            }
+        t->stop = 1;
+        pthread_cond_signal(&t->cv);
+    }
+    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&tables_mu);
+    if (!last)
+        return;
+    if (t->flusher_started)
+        pthread_join(t->flusher, NULL);
+    if (rl->persist) {
+        pthread_mutex_lock(&t->mu);
+        flush(t, rl->host, rl->kv);
+        pthread_mutex_unlock(&t->mu);
+    }
+    table_free(t);
 }
 
 /* ---- buckets ---- */
@@ -170,8 +371,9 @@ persist(const rl_t *rl, sluice_req_t *req, rl_bucket_t *b, uint32_t win,
  * table is full. */
 static rl_bucket_t *
 bucket(rl_t *rl, sluice_req_t *req, uint64_t hash, uint32_t win) {
-    for (size_t i = 0; i <= rl->mask; i++) {
-        rl_bucket_t *b = &rl->buckets[(hash + i) & rl->mask];
+    rl_table_t *t = rl->t;
+    for (size_t i = 0; i <= t->mask; i++) {
+        rl_bucket_t *b = &t->buckets[(hash + i) & t->mask];
         uint64_t k = atomic_load_explicit(&b->key, memory_order_acquire);
         if (k == 0) {
             uint64_t zero = 0;
@@ -241,7 +443,6 @@ static int
 create(const sluice_host_t *host, sluice_req_t *ctx,
        const sluice_config_t *config, void **instance, char *err,
        size_t errlen) {
-    (void)ctx;
     if (!SLUICE_HOST_HAS(host, usage)) {
         snprintf(err, errlen,
                  "needs Sluice plugin ABI 1.1 (this gateway "
@@ -287,16 +488,21 @@ create(const sluice_host_t *host, sluice_req_t *ctx,
             goto fail;
     }
     rl->nmodels = nm;
+    rl->rpm_text = rl_format_u64((uint64_t)rl->rpm, rl->rpm_buf);
+    rl->tpm_text = rl_format_u64((uint64_t)rl->tpm, rl->tpm_buf);
     /* Twice the buckets asked for, a power of two: probes stay short. */
     size_t cap = 16;
     while (cap < (size_t)maxb * 2)
         cap <<= 1;
-    rl->buckets = calloc(cap, sizeof(*rl->buckets));
-    if (rl->buckets == NULL) {
+    if (SLUICE_HOST_HAS(host, kv_handle_set))
+        rl->kv = host->kv_handle(ctx);
+    if (rl->kv == NULL)
+        rl->persist_interval_ms = 0; /* nothing could write later */
+    const char *name = host->instance_name(ctx);
+    if (table_attach(rl, name != NULL ? name : "", cap) != SLUICE_OK) {
         snprintf(err, errlen, "out of memory for %zu buckets", cap);
         goto fail;
     }
-    rl->mask = cap - 1;
     *instance = rl;
     return SLUICE_OK;
 fail:
@@ -308,7 +514,7 @@ static void
 destroy(void *instance) {
     rl_t *rl = instance;
     if (rl != NULL)
-        free(rl->buckets);
+        table_detach(rl);
     free(rl);
 }
 
@@ -343,22 +549,30 @@ estimate(const rl_t *rl, sluice_req_t *req) {
 
 static void
 set_num(const rl_t *rl, sluice_req_t *req, const char *name, uint64_t v) {
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
-    rl->host->response_header_set(req, name, buf);
+    char buf[RL_U64_CHARS];
+    rl->host->response_header_set(req, name, rl_format_u64(v, buf));
 }
 
 /* The x-ratelimit-*-requests or -tokens trio for the tightest check. */
 static void
-headers(const rl_t *rl, sluice_req_t *req, const char *what, int64_t limit,
+headers(const rl_t *rl, sluice_req_t *req, int tokens, int64_t limit,
         uint64_t used, int reset) {
-    char name[48], buf[16];
-    snprintf(name, sizeof(name), "x-ratelimit-limit-%s", what);
-    set_num(rl, req, name, (uint64_t)limit);
-    snprintf(name, sizeof(name), "x-ratelimit-remaining-%s", what);
-    set_num(rl, req, name, used < (uint64_t)limit ? limit - used : 0);
-    snprintf(name, sizeof(name), "x-ratelimit-reset-%s", what);
-    rl->host->response_header_set(req, name,
+    static const char *const names[2][3] = {
+        {"x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+         "x-ratelimit-reset-requests"},
+        {"x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+         "x-ratelimit-reset-tokens"},
+    };
+    char buf[16];
+    int64_t route = tokens ? rl->tpm : rl->rpm;
+    if (limit == route)
+        rl->host->response_header_set(req, names[tokens][0],
+                                      tokens ? rl->tpm_text : rl->rpm_text);
+    else
+        set_num(rl, req, names[tokens][0], (uint64_t)limit);
+    set_num(rl, req, names[tokens][1],
+            used < (uint64_t)limit ? (uint64_t)limit - used : 0);
+    rl->host->response_header_set(req, names[tokens][2],
                                   rl_format_reset(reset, buf, sizeof(buf)));
 }
 
@@ -439,7 +653,7 @@ on_request(void *instance, sluice_req_t *req) {
                 h->log(req, SLUICE_LOG_WARN,
                        "all %zu buckets are in use: new consumers pass "
                        "uncounted (raise max_buckets)",
-                       (rl->mask + 1) / 2);
+                       (rl->t->mask + 1) / 2);
             return SLUICE_CONTINUE;
         }
     }
@@ -498,16 +712,16 @@ on_request(void *instance, sluice_req_t *req) {
         }
     }
     if (best_r > 0)
-        headers(rl, req, "requests", best_r, br_used, reset);
+        headers(rl, req, 0, best_r, br_used, reset);
     if (best_t > 0)
-        headers(rl, req, "tokens", best_t, bt_used, reset);
+        headers(rl, req, 1, best_t, bt_used, reset);
     if (refused)
         return refuse(rl, req, reset, what, lim, too_big);
 
-    /* Stored now too, not only when the request ends: a reload makes new
-     * instances, which read the store, while this request is in flight. */
+    /* Stored (or marked for the next write) now too, not only when the
+     * request ends: the gateway may stop while it is in flight. */
     for (size_t i = 0; rl->persist && i < n; i++)
-        persist(rl, req, checks[i].b, win, checks[i].hash);
+        persist(rl, req, checks[i].b, win);
     if (!need_tokens)
         return SLUICE_CONTINUE;
     rl_state_t *st = h->alloc(req, sizeof(*st));
@@ -557,7 +771,7 @@ on_log(void *instance, sluice_req_t *req) {
     if (st->reserved == 0 || !settle(rl, req, st))
         return SLUICE_CONTINUE;
     for (size_t i = 0; rl->persist && i < st->n; i++)
-        persist(rl, req, st->c[i].b, st->win, st->c[i].hash);
+        persist(rl, req, st->c[i].b, st->win);
     return SLUICE_CONTINUE;
 }
 

@@ -1,6 +1,6 @@
 #include "window.h"
 
-#include <stdio.h>
+#include <string.h>
 
 static uint64_t
 pack(uint32_t win, uint64_t n) {
@@ -100,10 +100,58 @@ rl_estimate_tokens(size_t chars) {
 }
 
 char *
+rl_format_u64(uint64_t v, char buf[RL_U64_CHARS]) {
+    static const char pairs[201] = "00010203040506070809"
+                                   "10111213141516171819"
+                                   "20212223242526272829"
+                                   "30313233343536373839"
+                                   "40414243444546474849"
+                                   "50515253545556575859"
+                                   "60616263646566676869"
+                                   "70717273747576777879"
+                                   "80818283848586878889"
+                                   "90919293949596979899";
+    char *p = buf + RL_U64_CHARS - 1;
+    *p = '\0';
+    while (v >= 100) {
+        const char *d = pairs + (v % 100) * 2;
+        v /= 100;
+        *--p = d[1];
+        *--p = d[0];
+    }
+    if (v >= 10) {
+        *--p = pairs[v * 2 + 1];
+        *--p = pairs[v * 2];
+    } else {
+        *--p = (char)('0' + v);
+    }
+    return p;
+}
+
+/* Headers go out on every answer: no printf. */
+char *
 rl_format_reset(int seconds, char *buf, size_t cap) {
-    if (seconds < 60)
-        snprintf(buf, cap, "%ds", seconds);
-    else
-        snprintf(buf, cap, "%dm%ds", seconds / 60, seconds % 60);
+    char tmp[8], *p = tmp;
+    if (seconds < 0)
+        seconds = 0;
+    if (seconds >= 60) {
+        int m = seconds / 60;
+        if (m >= 10)
+            *p++ = (char)('0' + m / 10 % 10);
+        *p++ = (char)('0' + m % 10);
+        *p++ = 'm';
+        seconds %= 60;
+    }
+    if (seconds >= 10)
+        *p++ = (char)('0' + seconds / 10);
+    *p++ = (char)('0' + seconds % 10);
+    *p++ = 's';
+    size_t n = (size_t)(p - tmp);
+    if (cap == 0)
+        return buf;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(buf, tmp, n);
+    buf[n] = '\0';
     return buf;
 }

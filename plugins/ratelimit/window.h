@@ -48,8 +48,12 @@ void rl_seed(rl_counter_t *c, uint32_t win, uint64_t n);
  * rounded up, as OpenAI's rule of thumb for English text. */
 uint64_t rl_estimate_tokens(size_t chars);
 
-/* Formats seconds as OpenAI's reset headers do ("1s", "59s", "1m0s")
- * into buf; returns buf. */
+/* Formats seconds (0..5999) as OpenAI's reset headers do ("1s", "59s",
+ * "1m0s") into buf; returns buf. */
 char *rl_format_reset(int seconds, char *buf, size_t cap);
+
+/* Formats v in decimal at the end of buf; returns where it starts. */
+#define RL_U64_CHARS 21
+char *rl_format_u64(uint64_t v, char buf[RL_U64_CHARS]);
 
 #endif

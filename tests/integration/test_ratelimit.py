@@ -308,16 +308,49 @@ def test_a_bad_models_entry_is_a_load_error(tmp_path):
         p.stderr
 
 
-def test_a_persist_interval_bounds_the_store_writes(gateway):
+def crash(gw):
+    """SIGKILL: nothing runs at exit. The fixture's clean-exit check does
+    not apply to a gateway killed on purpose."""
+    gw.proc.kill()
+    gw.proc.wait()
+    gw.terminate = lambda timeout=10: 0
+
+
+def test_a_clean_stop_writes_back_what_the_interval_held(gateway):
     fresh_window(need_s=8)
     extra = rl_config({"requests_per_minute": 1000,
                        "persist_interval_ms": 60000})
     gw = gateway(extra=extra)
     for i in range(5):
         assert chat(gw.port, "n %d" % i, model="echo").status == 200
-    # Only the first admission was written: a restart remembers one.
     assert gw.terminate() == 0
     gw2 = gateway(extra=extra)
     r = chat(gw2.port, "after", model="echo")
     assert r.status == 200, r
-    assert r.header("x-ratelimit-remaining-requests") == "998"
+    assert r.header("x-ratelimit-remaining-requests") == "994"
+
+
+def test_a_crash_loses_only_what_the_interval_had_not_written(gateway):
+    fresh_window(need_s=10)
+    # Nothing is written before the first interval ends...
+    extra = rl_config({"requests_per_minute": 1000,
+                       "persist_interval_ms": 60000})
+    gw = gateway(extra=extra)
+    for i in range(5):
+        assert chat(gw.port, "n %d" % i, model="echo").status == 200
+    crash(gw)
+    gw2 = gateway(extra=extra)
+    r = chat(gw2.port, "after", model="echo")
+    assert r.header("x-ratelimit-remaining-requests") == "999", r
+    crash(gw2)
+    # ...and everything counted before the last interval is.
+    extra = rl_config({"requests_per_minute": 1000,
+                       "persist_interval_ms": 200})
+    gw3 = gateway(extra=extra)
+    for i in range(3):
+        assert chat(gw3.port, "m %d" % i, model="echo").status == 200
+    time.sleep(1.0)
+    crash(gw3)
+    gw4 = gateway(extra=extra)
+    r = chat(gw4.port, "after", model="echo")
+    assert r.header("x-ratelimit-remaining-requests") == "996", r  # 3 + 1

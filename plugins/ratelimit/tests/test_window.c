@@ -164,11 +164,29 @@ test_reset_is_formatted_like_openai(void **state) {
     assert_string_equal(rl_format_reset(1, buf, sizeof(buf)), "1s");
     assert_string_equal(rl_format_reset(59, buf, sizeof(buf)), "59s");
     assert_string_equal(rl_format_reset(60, buf, sizeof(buf)), "1m0s");
+    assert_string_equal(rl_format_reset(0, buf, sizeof(buf)), "0s");
+    assert_string_equal(rl_format_reset(10, buf, sizeof(buf)), "10s");
+    assert_string_equal(rl_format_reset(601, buf, sizeof(buf)), "10m1s");
+    assert_string_equal(rl_format_reset(59, buf, 2), "5"); /* cut, ended */
+}
+
+static void
+test_numbers_are_formatted_in_decimal(void **state) {
+    (void)state;
+    char buf[RL_U64_CHARS];
+    assert_string_equal(rl_format_u64(0, buf), "0");
+    assert_string_equal(rl_format_u64(7, buf), "7");
+    assert_string_equal(rl_format_u64(10, buf), "10");
+    assert_string_equal(rl_format_u64(99, buf), "99");
+    assert_string_equal(rl_format_u64(100, buf), "100");
+    assert_string_equal(rl_format_u64(1000000000000ULL, buf), "1000000000000");
+    assert_string_equal(rl_format_u64(UINT64_MAX, buf), "18446744073709551615");
 }
 
 int
 main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_numbers_are_formatted_in_decimal),
         cmocka_unit_test(
             test_window_is_the_minute_and_reset_counts_down_to_its_end),
         cmocka_unit_test(test_take_stops_exactly_at_the_limit),
