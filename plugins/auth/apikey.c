@@ -2,13 +2,51 @@
 #include "apikey.h"
 
 #include <cjson/cJSON.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
 
 void
-auth_key_hash(const char *key, size_t len, unsigned char out[32]) {
-    SHA256((const unsigned char *)key, len, out);
+auth_key_hash(const EVP_MD *sha256, const char *key, size_t len,
+              unsigned char out[32]) {
+    unsigned int n = 32;
+    if (EVP_Digest(key, len, out, &n, sha256 ? sha256 : EVP_sha256(), NULL) !=
+        1)
+        memset(out, 0, 32); /* no key hashes to zeros: not found */
+}
+
+int
+auth_key_allows(const auth_key_info_t *info, const char *model) {
+    if (!info->restricted)
+        return 1;
+    const char *m = info->models;
+    for (size_t i = 0; model != NULL && i < info->nmodels; i++) {
+        size_t n = strlen(m);
+        if (strcmp(m, model) == 0)
+            return 1;
+        m += n + 1;
+    }
+    return 0;
+}
+
+/* The names of models, packed into info->models. */
+static void
+pack_models(const cJSON *models, auth_key_info_t *info) {
+    size_t off = 0;
+    const cJSON *m;
+    info->nmodels = 0;
+    info->models_fit = 1;
+    cJSON_ArrayForEach(m, models) {
+        if (!cJSON_IsString(m))
+            continue; /* matches no model */
+        size_t n = strlen(m->valuestring) + 1;
+        if (off + n > sizeof(info->models)) {
+            info->models_fit = 0;
+            return;
+        }
+        memcpy(info->models + off, m->valuestring, n);
+        off += n;
+        info->nmodels++;
+    }
 }
 
 static long long
@@ -39,6 +77,11 @@ auth_key_check(const char *rec, size_t len, const char *model,
         snprintf(info->name, sizeof(info->name), "%s", name);
         info->rpm = limit(j, "rpm");
         info->tpm = limit(j, "tpm");
+        info->restricted = cJSON_IsArray(models);
+        info->nmodels = 0;
+        info->models_fit = 1;
+        if (info->restricted)
+            pack_models(models, info);
         if (cJSON_IsArray(models)) {
             /* A restricted key must name the model it asks for. */
             int found = 0;

@@ -2,23 +2,48 @@
  * API, read from the gateway's KEYS database) and JWTs (HS256, RS256,
  * ES256). It names the consumer for the plugins after it and the access
  * log, and answers 401/403 in OpenAI's error shape. No credential is ever
- * logged. README.md has the config schema. */
+ * logged. README.md has the config schema.
+ *
+ * Verified keys are kept in memory (a small table per instance, shared by
+ * the workers without a lock), each with the KEYS database's version it
+ * was read at: a request whose key is there, read at the version the
+ * database still has, is let through without hashing the key or reading
+ * the store. Any change to the database (a key made or revoked, here or
+ * by `sluice keys` in another process) changes its version, and the next
+ * request of every key reads its record again. */
 #include "apikey.h"
 #include "jwt.h"
 
 #include <sluice/plugin.h>
 
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
+#define AUTH_CACHE_SLOTS 256 /* a power of two */
+#define AUTH_CACHE_KEY_MAX 128
+
+/* A verified key: written under a sequence lock (odd while a writer
+ * fills it), read by copying and checking the sequence did not move. */
+typedef struct {
+    _Atomic uint64_t seq;
+    uint64_t version; /* of the KEYS database when the record was read */
+    size_t klen;
+    char key[AUTH_CACHE_KEY_MAX];
+    auth_key_info_t info;
+} auth_cached_t;
+
 typedef struct {
     const sluice_host_t *host;
     int api_keys;
     int client_certificates; /* mTLS: the gateway's consumer suffices */
-    auth_jwt_t *jwt; /* NULL: JWTs are not accepted */
+    auth_jwt_t *jwt;         /* NULL: JWTs are not accepted */
+    EVP_MD *sha256;       /* fetched once: OpenSSL 3 looks it up on each use */
+    auth_cached_t *cache; /* NULL: every request reads its key's record */
 } auth_t;
 
 static const sluice_config_field_t schema[] = {
@@ -188,6 +213,17 @@ create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
         free(a);
         return SLUICE_EINVAL;
     }
+    if (a->api_keys) {
+        a->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (a->sha256 == NULL) {
+            snprintf(err, errlen, "libcrypto has no SHA256");
+            free(a);
+            return SLUICE_EINVAL;
+        }
+        /* Without a way to tell a revocation, never cache. */
+        if (SLUICE_HOST_HAS(h, keys_version))
+            a->cache = calloc(AUTH_CACHE_SLOTS, sizeof(*a->cache));
+    }
     int rc = setup_jwt(h, cfg, a, err, errlen);
     if (rc == SLUICE_OK && !a->api_keys && a->jwt == NULL) {
         snprintf(err, errlen,
@@ -199,6 +235,8 @@ create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
         if (err[0] == '\0')
             snprintf(err, errlen, "out of memory");
         auth_jwt_free(a->jwt);
+        EVP_MD_free(a->sha256);
+        free(a->cache);
         free(a);
         return rc;
     }
@@ -209,8 +247,11 @@ create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
 static void
 destroy(void *instance) {
     auth_t *a = instance;
-    if (a != NULL)
+    if (a != NULL) {
         auth_jwt_free(a->jwt);
+        EVP_MD_free(a->sha256);
+        free(a->cache);
+    }
     free(a);
 }
 
@@ -257,15 +298,133 @@ credential(const auth_t *a, sluice_req_t *req, const char **tok, size_t *len) {
     return n > 0;
 }
 
+/* ---- verified keys in memory ---- */
+
+/* The slot of a key. Not a secret hash: only verified keys are kept, and
+ * a slot's key is compared in full, in constant time. */
+static auth_cached_t *
+cache_slot(const auth_t *a, const char *key, size_t len) {
+    uint64_t h = len, w;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, key + i, 8);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+    }
+    for (; i < len; i++)
+        h = (h ^ (unsigned char)key[i]) * 0x100000001b3ULL;
+    h ^= h >> 32;
+    return &a->cache[h & (AUTH_CACHE_SLOTS - 1)];
+}
+
+/* 1 when a[0..n) equals b[0..n); the time depends on n only. */
+static int
+same_key(const char *a, const char *b, size_t n) {
+    uint64_t d = 0, x, y;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        d |= x ^ y;
+    }
+    for (; i < n; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+/* Copies the record of key into *info when the slot holds it at
+ * `version`; 0 when it does not (then read the store). */
+static int
+cache_get(const auth_t *a, const char *key, size_t len, uint64_t version,
+          auth_key_info_t *info) {
+    auth_cached_t *e = cache_slot(a, key, len);
+    uint64_t seq = atomic_load_explicit(&e->seq, memory_order_acquire);
+    if ((seq & 1) || seq == 0 || e->version != version || e->klen != len ||
+        !same_key(e->key, key, len))
+        return 0;
+    memcpy(info, &e->info, sizeof(*info));
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&e->seq, memory_order_relaxed) == seq;
+}
+
+/* Keeps a verified record; a slot another thread is filling is left. */
+static void
+cache_put(const auth_t *a, const char *key, size_t len, uint64_t version,
+          const auth_key_info_t *info) {
+    auth_cached_t *e = cache_slot(a, key, len);
+    uint64_t seq = atomic_load_explicit(&e->seq, memory_order_relaxed);
+    if ((seq & 1) ||
+        !atomic_compare_exchange_strong_explicit(
+            &e->seq, &seq, seq + 1, memory_order_acquire, memory_order_relaxed))
+        return;
+    atomic_thread_fence(memory_order_release);
+    e->version = version;
+    e->klen = len;
+    memcpy(e->key, key, len);
+    memcpy(&e->info, info, sizeof(*info));
+    atomic_store_explicit(&e->seq, seq + 2, memory_order_release);
+}
+
+/* ---- API keys ---- */
+
+static void
+set_limit(const sluice_host_t *h, sluice_req_t *req, const char *name,
+          long long v) {
+    char buf[24], *p = buf + sizeof(buf);
+    *--p = '\0';
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    h->attr_set(req, name, p);
+}
+
+/* Lets a verified key through: its consumer, and its own limits for a
+ * rate-limit plugin later on the route (plugins/ratelimit reads these
+ * attributes). */
+static sluice_verdict_t
+admit(const auth_t *a, sluice_req_t *req, const auth_key_info_t *info) {
+    const sluice_host_t *h = a->host;
+    if (h->consumer_set(req, info->name) != SLUICE_OK)
+        return SLUICE_ERROR;
+    if (SLUICE_HOST_HAS(h, attr_set)) {
+        if (info->rpm >= 0)
+            set_limit(h, req, "ratelimit.rpm", info->rpm);
+        if (info->tpm >= 0)
+            set_limit(h, req, "ratelimit.tpm", info->tpm);
+        h->attr_set(req, "auth.key_id", info->id);
+    }
+    return SLUICE_CONTINUE;
+}
+
+static sluice_verdict_t
+model_denied(const auth_t *a, sluice_req_t *req, const auth_key_info_t *info) {
+    a->host->consumer_set(req, info->name); /* the log says who tried */
+    return refuse(a, req, 403, "permission_error", "model_not_allowed",
+                  "This API key is not allowed to use this model.");
+}
+
 static sluice_verdict_t
 with_api_key(const auth_t *a, sluice_req_t *req, const char *tok, size_t len) {
     const sluice_host_t *h = a->host;
+    const char *model = NULL;
+    if (h->model(req, &model) != SLUICE_OK)
+        model = NULL;
+    auth_key_info_t info;
+    /* The version is read before the record: a change between the two
+     * makes the entry stale at once rather than wrong. */
+    uint64_t version = 0;
+    int cacheable = a->cache != NULL && len <= AUTH_CACHE_KEY_MAX &&
+                    h->keys_version(req, &version) == SLUICE_OK && version != 0;
+    if (cacheable && cache_get(a, tok, len, version, &info))
+        return auth_key_allows(&info, model) ? admit(a, req, &info)
+                                             : model_denied(a, req, &info);
+
     unsigned char hash[32];
     char small[1024], *rec = small;
     size_t rlen = 0;
     /* Looked up by hash: timing can only tell about the hash, never the
      * key, and no key is ever compared byte by byte. */
-    auth_key_hash(tok, len, hash);
+    auth_key_hash(a->sha256, tok, len, hash);
     int rc = h->keys_get(req, AUTH_KEY_NS, hash, sizeof(hash), small,
                          sizeof(small), &rlen);
     if (rc == SLUICE_ETOOBIG) {
@@ -282,40 +441,20 @@ with_api_key(const auth_t *a, sluice_req_t *req, const char *tok, size_t len) {
         return refuse(a, req, 503, "server_error", "store_unavailable",
                       "The key store is unavailable; try again.");
     }
-    const char *model = NULL;
-    if (h->model(req, &model) != SLUICE_OK)
-        model = NULL;
-    auth_key_info_t info;
-    switch (auth_key_check(rec, rlen, model, &info)) {
-    case AUTH_KEY_OK: break;
+    auth_key_status_t st = auth_key_check(rec, rlen, model, &info);
+    if ((st == AUTH_KEY_OK || st == AUTH_KEY_MODEL_DENIED) && cacheable &&
+        info.models_fit)
+        cache_put(a, tok, len, version, &info);
+    switch (st) {
+    case AUTH_KEY_OK: return admit(a, req, &info);
     case AUTH_KEY_REVOKED:
         return refuse(a, req, 401, "invalid_request_error", "invalid_api_key",
                       "Invalid or revoked API key.");
-    case AUTH_KEY_MODEL_DENIED:
-        h->consumer_set(req, info.name); /* the log says who tried */
-        return refuse(a, req, 403, "permission_error", "model_not_allowed",
-                      "This API key is not allowed to use this model.");
+    case AUTH_KEY_MODEL_DENIED: return model_denied(a, req, &info);
     default:
         h->log(req, SLUICE_LOG_ERROR, "an unreadable key record");
         return SLUICE_ERROR;
     }
-    if (h->consumer_set(req, info.name) != SLUICE_OK)
-        return SLUICE_ERROR;
-    /* The key's own limits, for a rate-limit plugin later on the route
-     * (plugins/ratelimit reads these attributes). */
-    if (SLUICE_HOST_HAS(h, attr_set)) {
-        char v[24];
-        if (info.rpm >= 0) {
-            snprintf(v, sizeof(v), "%lld", info.rpm);
-            h->attr_set(req, "ratelimit.rpm", v);
-        }
-        if (info.tpm >= 0) {
-            snprintf(v, sizeof(v), "%lld", info.tpm);
-            h->attr_set(req, "ratelimit.tpm", v);
-        }
-        h->attr_set(req, "auth.key_id", info.id);
-    }
-    return SLUICE_CONTINUE;
 }
 
 static int
@@ -351,11 +490,12 @@ on_request(void *instance, sluice_req_t *req) {
     const char *tok;
     size_t len;
     const char *cert_consumer = NULL;
-    if (!credential(a, req, &tok, &len) && a->client_certificates &&
+    int have = credential(a, req, &tok, &len);
+    if (!have && a->client_certificates &&
         a->host->consumer(req, &cert_consumer) == SLUICE_OK &&
         cert_consumer != NULL && cert_consumer[0] != '\0')
         return SLUICE_CONTINUE; /* named by a verified client certificate */
-    if (!credential(a, req, &tok, &len))
+    if (!have)
         return refuse(a, req, 401, "invalid_request_error", "missing_api_key",
                       "Missing credentials: send 'Authorization: Bearer "
                       "KEY' or 'x-api-key: KEY'.");

@@ -43,7 +43,7 @@ teardown(void **state) {
 static int
 lookup(const char *key, char *buf, size_t cap, size_t *len) {
     unsigned char h[32];
-    auth_key_hash(key, strlen(key), h);
+    auth_key_hash(NULL, key, strlen(key), h);
     return sl_store_get(st, SL_STORE_KEYS, AUTH_KEY_NS, h, sizeof(h), buf, cap,
                         len, NULL);
 }
@@ -53,11 +53,11 @@ test_the_plugin_hash_is_the_store_hash(void **state) {
     (void)state;
     unsigned char a[32], b[32];
     sl_apikey_hash("sk-sl-abc", 9, a);
-    auth_key_hash("sk-sl-abc", 9, b);
+    auth_key_hash(NULL, "sk-sl-abc", 9, b);
     assert_memory_equal(a, b, 32);
     /* SHA-256("abc"), so the layout is documented, not accidental. */
     static const unsigned char abc[4] = {0xba, 0x78, 0x16, 0xbf};
-    auth_key_hash("abc", 3, b);
+    auth_key_hash(NULL, "abc", 3, b);
     assert_memory_equal(b, abc, 4);
 }
 
@@ -109,7 +109,34 @@ test_model_restricted_key_allows_only_its_models(void **state) {
                      AUTH_KEY_MODEL_DENIED);
     assert_int_equal(auth_key_check(buf, len, NULL, &info),
                      AUTH_KEY_MODEL_DENIED);
+    /* What a verified key keeps in memory answers the same. */
+    assert_true(info.restricted && info.models_fit);
+    assert_true(auth_key_allows(&info, "gpt-a"));
+    assert_true(auth_key_allows(&info, "gpt-b"));
+    assert_false(auth_key_allows(&info, "gpt-c"));
+    assert_false(auth_key_allows(&info, "gpt-"));
+    assert_false(auth_key_allows(&info, NULL));
     cJSON_Delete(rec);
+}
+
+static void
+test_a_record_kept_in_memory_says_when_its_models_do_not_fit(void **state) {
+    (void)state;
+    char rec[2048];
+    int n = snprintf(rec, sizeof(rec),
+                     "{\"id\":\"key_1\",\"name\":\"n\",\"revoked\":false,"
+                     "\"models\":[\"%0200d\",\"%0200d\"]}",
+                     1, 2);
+    auth_key_info_t info;
+    assert_int_equal(auth_key_check(rec, (size_t)n, "m", &info),
+                     AUTH_KEY_MODEL_DENIED);
+    assert_false(info.models_fit);
+    n = snprintf(rec, sizeof(rec),
+                 "{\"id\":\"key_1\",\"name\":\"n\",\"revoked\":false}");
+    assert_int_equal(auth_key_check(rec, (size_t)n, NULL, &info), AUTH_KEY_OK);
+    assert_false(info.restricted);
+    assert_true(auth_key_allows(&info, NULL));
+    assert_true(auth_key_allows(&info, "any"));
 }
 
 static void
@@ -199,6 +226,8 @@ main(void) {
         cmocka_unit_test(
             test_created_key_is_found_by_its_hash_and_never_stored_plain),
         cmocka_unit_test(test_model_restricted_key_allows_only_its_models),
+        cmocka_unit_test(
+            test_a_record_kept_in_memory_says_when_its_models_do_not_fit),
         cmocka_unit_test(test_revoked_key_is_refused_and_listed_as_revoked),
         cmocka_unit_test(test_bad_specs_are_refused),
         cmocka_unit_test(test_unreadable_record_is_not_accepted),
