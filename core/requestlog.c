@@ -70,20 +70,29 @@ sl_trace_parse(const char *v, size_t len, char trace_id[33], char parent_id[17],
     return 0;
 }
 
+/* n (a multiple of 8) random lowercase hex digits, not all zero. Eight
+ * digits at a time: each nibble of a random word is spread into a byte of
+ * its own and turned into '0'..'9' or 'a'..'f' with a few word operations
+ * instead of eight table look-ups. */
 static void
 random_hex(sl_worker_t *w, char *out, size_t n) {
-    static const char hex[] = "0123456789abcdef";
     for (;;) {
-        int nonzero = 0;
+        uint32_t any = 0;
         for (size_t i = 0; i < n; i += 8) {
             uint32_t x = sl_worker_random(w);
-            for (size_t j = 0; j < 8 && i + j < n; j++, x >>= 4) {
-                out[i + j] = hex[x & 15];
-                nonzero |= (x & 15) != 0;
-            }
+            any |= x;
+            uint64_t v = x;
+            v = (v | v << 16) & 0x0000FFFF0000FFFFULL;
+            v = (v | v << 8) & 0x00FF00FF00FF00FFULL;
+            v = (v | v << 4) & 0x0F0F0F0F0F0F0F0FULL;
+            /* 1 in each byte whose nibble is 10..15. */
+            uint64_t letter =
+                ((v + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL;
+            v += 0x3030303030303030ULL + letter * ('a' - '0' - 10);
+            memcpy(out + i, &v, 8);
         }
         out[n] = '\0';
-        if (nonzero) /* all zeros is the invalid id */
+        if (any != 0) /* all zeros is the invalid id */
             return;
     }
 }
