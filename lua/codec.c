@@ -11,6 +11,7 @@
 #include "lua_int.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -351,44 +352,95 @@ put(enc_t *e, const char *s, size_t n) {
     return 0;
 }
 
-static int
-put_string(enc_t *e, const char *s, size_t n) {
+/* 1 for the bytes a JSON string must escape, 5 for those said as \u00XX
+ * (what each adds to the length). */
+static const unsigned char esc_extra[256] =
+    {
+        5, 5, 5, 5, 5, 5, 5, 5, 1, 1, 1, 5, 1, 1, 5, 5, /* \b \t \n \f \r */
+        5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+        0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* " */
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* \\ */
+};
+
+size_t
+sl_lua_json_plain(const char *s, size_t n) {
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    size_t i = 0;
+    /* Eight bytes at a time: a byte below 0x20, a quote or a backslash
+     * sets the high bit of its lane (the lowest set lane is exact). */
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, q, b;
+        memcpy(&w, s + i, 8);
+        q = w ^ (ones * '"');
+        b = w ^ (ones * '\\');
+        uint64_t hit = ((w - ones * 0x20) & ~w & highs) |
+                       ((q - ones) & ~q & highs) | ((b - ones) & ~b & highs);
+        if (hit != 0)
+            return i + ((size_t)__builtin_ctzll(hit) >> 3);
+    }
+    while (i < n && esc_extra[(unsigned char)s[i]] == 0)
+        i++;
+    return i;
+}
+
+size_t
+sl_lua_json_quoted_len(const char *s, size_t n) {
+    size_t out = n + 2;
+    for (size_t i = sl_lua_json_plain(s, n); i < n; i++)
+        out += esc_extra[(unsigned char)s[i]];
+    return out;
+}
+
+size_t
+sl_lua_json_quote(char *o, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
-    if (grow(e, n + 2) != 0)
-        return -1;
-    e->buf[e->len++] = '"';
+    char *start = o;
+    *o++ = '"';
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        if (esc_extra[c] == 0)
             continue;
-        if (put(e, s + run, i - run) != 0)
-            return -1;
+        memcpy(o, s + run, i - run);
+        o += i - run;
         run = i + 1;
-        char esc[6] = {'\\', 0};
-        size_t k = 2;
+        *o++ = '\\';
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
         default:
-            esc[1] = 'u';
-            if (put(e, esc, 2) != 0 || put(e, "00", 2) != 0)
-                return -1;
-            esc[0] = hex[c >> 4];
-            esc[1] = hex[c & 15];
-            k = 2;
+            memcpy(o, "u00", 3);
+            o[3] = hex[c >> 4];
+            o[4] = hex[c & 15];
+            o += 5;
         }
-        if (put(e, esc, k) != 0)
-            return -1;
     }
-    if (put(e, s + run, n - run) != 0 || grow(e, 1) != 0)
+    memcpy(o, s + run, n - run);
+    o += n - run;
+    *o++ = '"';
+    return (size_t)(o - start);
+}
+
+static int
+put_string(enc_t *e, const char *s, size_t n) {
+    size_t q = sl_lua_json_quoted_len(s, n);
+    if (grow(e, q) != 0)
         return -1;
-    e->buf[e->len++] = '"';
+    if (q == n + 2) { /* nothing to escape: the common case */
+        e->buf[e->len] = '"';
+        memcpy(e->buf + e->len + 1, s, n);
+        e->buf[e->len + n + 1] = '"';
+    } else {
+        sl_lua_json_quote(e->buf + e->len, s, n);
+    }
+    e->len += q;
     return 0;
 }
 

@@ -2,12 +2,14 @@
  *
  * A plain table with a shared metatable. Fields that cost something are
  * made on first read and then stored in the table itself (request,
- * response, headers, route), so later reads are plain table reads; at the
+ * response, headers, route, vars), so later reads are plain table reads; at the
  * end of a phase the host reads back what the script left there. vars is
  * the script's own scratch table, kept for the whole request and copied
- * into the log line. The request pointer sits under a private key and is
- * removed when the request ends, so a ctx kept past its request raises an
- * error instead of reading freed memory. */
+ * into the log line. The table holds no pointer: the requests a VM serves
+ * know their ctx (by address, while they hold it), so a ctx kept past its
+ * request matches none and raises an error instead of reading freed
+ * memory. The host notes which fields a script made (touched), so that
+ * reading them back costs nothing when it made none. */
 #include "error.h"
 #include "lua_int.h"
 #include "providers/provider.h"
@@ -16,14 +18,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char req_key; /* its address is the private key */
+/* The request whose ctx is at index 1, or NULL when it has ended. */
+static sl_lua_req_t *
+find_req(lua_State *L) {
+    sl_lua_vm_t *vm = sl_lua_vm_of(L);
+    const void *ctx = lua_topointer(L, 1);
+    sl_lua_inv_t *inv = vm->current;
+    if (inv != NULL && inv->lr != NULL && inv->lr->ctx_ptr == ctx)
+        return inv->lr; /* the common case: the call's own ctx */
+    for (sl_lua_req_t *lr = vm->live; lr != NULL; lr = lr->live_next)
+        if (lr->ctx_ptr == ctx)
+            return lr;
+    return NULL;
+}
 
 static sl_lua_req_t *
 req_of(lua_State *L, const char *field) {
-    lua_pushlightuserdata(L, (void *)&req_key);
-    lua_rawget(L, 1);
-    sl_lua_req_t *lr = lua_touserdata(L, -1);
-    lua_pop(L, 1);
+    sl_lua_req_t *lr = find_req(L);
     if (lr == NULL)
         luaL_error(L,
                    "ctx.%s: this ctx belongs to a request that has "
@@ -67,60 +78,111 @@ push_response(lua_State *L, sl_lua_req_t *lr) {
         lua_pushlstring(L, lr->ans_body, lr->ans_len);
 }
 
+enum {
+    F_NONE = 0,
+    F_REQUEST,
+    F_RESPONSE,
+    F_HEADERS,
+    F_ROUTE,
+    F_CONSUMER,
+    F_STATUS,
+    F_PHASE,
+    F_PROMPT,
+    F_ANSWER,
+    F_MODEL,
+    F_VARS,
+};
+
+/* The field named k (n bytes). */
+static int
+field_of(const char *k, size_t n) {
+#define F(name, id)                                                            \
+    { name, sizeof(name) - 1, id }
+    static const struct {
+        const char *name;
+        size_t len;
+        int id;
+    } fields[] = {
+        F("prompt", F_PROMPT),     F("answer", F_ANSWER),
+        F("request", F_REQUEST),   F("response", F_RESPONSE),
+        F("headers", F_HEADERS),   F("route", F_ROUTE),
+        F("consumer", F_CONSUMER), F("status", F_STATUS),
+        F("phase", F_PHASE),       F("model", F_MODEL),
+        F("vars", F_VARS),
+    };
+#undef F
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        if (fields[i].len == n && memcmp(fields[i].name, k, n) == 0)
+            return fields[i].id;
+    return F_NONE;
+}
+
 static int
 ctx_index(lua_State *L) {
-    const char *k = luaL_checkstring(L, 2);
-    sl_lua_req_t *lr = req_of(L, k);
-    sl_request_t *r = lr->r;
-    int cache = 1;
-    if (strcmp(k, "request") == 0) {
-        sl_lua_push_json(L, lr->k->json);
-    } else if (strcmp(k, "response") == 0) {
-        if (lr->stage != SL_LUA_STAGE_RESPONSE)
-            return 0; /* nil before there is an answer */
-        push_response(L, lr);
-    } else if (strcmp(k, "headers") == 0) {
-        push_headers(L, r);
-    } else if (strcmp(k, "route") == 0) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, lr->mod->route);
-    } else if (strcmp(k, "consumer") == 0) {
-        cache = 0;
-        if (r->consumer == NULL)
-            return 0;
-        lua_pushstring(L, r->consumer);
-    } else if (strcmp(k, "status") == 0) {
-        cache = 0;
-        if (lr->stage != SL_LUA_STAGE_RESPONSE)
-            return 0;
-        lua_pushinteger(L, lr->ans_status);
-    } else if (strcmp(k, "phase") == 0) {
-        cache = 0;
-        sl_lua_inv_t *inv = sl_lua_vm_of(L)->current;
-        lua_pushstring(L, inv ? sl_lua_phase_name(inv->phase) : "none");
-    } else if (strcmp(k, "prompt") == 0) {
-        return sl_lua_prompt_get(L, lr);
-    } else if (strcmp(k, "answer") == 0) {
-        return sl_lua_answer_get(L, lr);
-    } else if (strcmp(k, "model") == 0) {
-        cache = 0;
-        lua_pushstring(L, r->model);
-    } else {
-        return 0;
-    }
-    if (cache) {
+    size_t n;
+    const char *k = luaL_checklstring(L, 2, &n);
+    int f = field_of(k, n);
+    if (f == F_VARS) { /* made on first use, even past the request */
+        sl_lua_req_t *lr = find_req(L);
+        if (lr != NULL)
+            lr->touched |= SL_LUA_TOUCHED_VARS;
+        lua_newtable(L);
         lua_pushvalue(L, 2);
         lua_pushvalue(L, -2);
         lua_rawset(L, 1);
+        return 1;
     }
+    sl_lua_req_t *lr = req_of(L, k);
+    sl_request_t *r = lr->r;
+    switch (f) {
+    case F_REQUEST:
+        sl_lua_push_json(L, lr->k->json);
+        lr->touched |= SL_LUA_TOUCHED_REQUEST;
+        break;
+    case F_RESPONSE:
+        if (lr->stage != SL_LUA_STAGE_RESPONSE)
+            return 0; /* nil before there is an answer */
+        push_response(L, lr);
+        lr->touched |= SL_LUA_TOUCHED_RESPONSE;
+        break;
+    case F_HEADERS: push_headers(L, r); break;
+    case F_ROUTE: lua_rawgeti(L, LUA_REGISTRYINDEX, lr->mod->route); break;
+    case F_CONSUMER:
+        if (r->consumer == NULL)
+            return 0;
+        lua_pushstring(L, r->consumer);
+        return 1;
+    case F_STATUS:
+        if (lr->stage != SL_LUA_STAGE_RESPONSE)
+            return 0;
+        lua_pushinteger(L, lr->ans_status);
+        return 1;
+    case F_PHASE: {
+        sl_lua_inv_t *inv = sl_lua_vm_of(L)->current;
+        lua_pushstring(L, inv ? sl_lua_phase_name(inv->phase) : "none");
+        return 1;
+    }
+    case F_PROMPT: return sl_lua_prompt_get(L, lr);
+    case F_ANSWER: return sl_lua_answer_get(L, lr);
+    case F_MODEL: lua_pushstring(L, r->model); return 1;
+    default: return 0;
+    }
+    /* Kept in the table: later reads are plain table reads. */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
     return 1;
 }
 
 static int
 ctx_newindex(lua_State *L) {
-    const char *k = luaL_checkstring(L, 2);
+    size_t kn;
+    const char *k = luaL_checklstring(L, 2, &kn);
     sl_lua_req_t *lr = req_of(L, k);
     sl_request_t *r = lr->r;
-    if (strcmp(k, "consumer") == 0) {
+    int f = field_of(k, kn);
+    switch (f) {
+    case F_CONSUMER: {
         if (lua_isnil(L, 3)) {
             r->consumer = NULL;
             return 0;
@@ -133,14 +195,12 @@ ctx_newindex(lua_State *L) {
         r->consumer = sl_arena_strndup(r->arena, s, n);
         return 0;
     }
-    if (strcmp(k, "prompt") == 0) {
+    case F_PROMPT:
         if (lr->stage != SL_LUA_STAGE_REQUEST)
             return luaL_error(L, "ctx.prompt: can be set in on_request only");
         return sl_lua_prompt_set(L, lr, 3);
-    }
-    if (strcmp(k, "answer") == 0)
-        return sl_lua_answer_set(L, lr, 3);
-    if (strcmp(k, "status") == 0) {
+    case F_ANSWER: return sl_lua_answer_set(L, lr, 3);
+    case F_STATUS: {
         int st = (int)luaL_checkinteger(L, 3);
         if (lr->stage != SL_LUA_STAGE_RESPONSE)
             return luaL_error(L, "ctx.status: can be set in on_response "
@@ -153,18 +213,22 @@ ctx_newindex(lua_State *L) {
         lr->ans_status = st;
         return 0;
     }
-    if (strcmp(k, "request") == 0 || strcmp(k, "response") == 0 ||
-        strcmp(k, "vars") == 0) {
-        if (!lua_istable(L, 3) &&
-            !(strcmp(k, "response") == 0 && lua_isstring(L, 3)))
+    case F_REQUEST:
+    case F_RESPONSE:
+    case F_VARS:
+        if (!lua_istable(L, 3) && !(f == F_RESPONSE && lua_isstring(L, 3)))
             return luaL_error(L, "ctx.%s: must be a table", k);
+        lr->touched |= f == F_REQUEST    ? SL_LUA_TOUCHED_REQUEST
+                       : f == F_RESPONSE ? SL_LUA_TOUCHED_RESPONSE
+                                         : SL_LUA_TOUCHED_VARS;
         lua_rawset(L, 1);
         return 0;
+    default:
+        return luaL_error(L,
+                          "ctx.%s: no such field to set (keep your own data "
+                          "in ctx.vars)",
+                          k);
     }
-    return luaL_error(L,
-                      "ctx.%s: no such field to set (keep your own data "
-                      "in ctx.vars)",
-                      k);
 }
 
 void
@@ -184,16 +248,18 @@ sl_lua_ctx_new(sl_lua_req_t *lr) {
     /* Not through lua_cpcall, which costs more than the table: outside a
      * phase call the allocator refuses nothing, and an allocation that
      * fails anyway is a process out of memory. */
-    lua_State *L = lr->vm->L;
-    lua_createtable(L, 0, 6);
-    lua_pushlightuserdata(L, (void *)&req_key);
-    lua_pushlightuserdata(L, lr);
-    lua_rawset(L, -3);
-    lua_newtable(L);
-    lua_setfield(L, -2, "vars");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lr->vm->ctx_mt);
+    sl_lua_vm_t *vm = lr->vm;
+    lua_State *L = vm->L;
+    lua_createtable(L, 0, 0); /* most scripts keep nothing in it */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ctx_mt);
     lua_setmetatable(L, -2);
+    lr->ctx_ptr = lua_topointer(L, -1);
     lr->ctx = luaL_ref(L, LUA_REGISTRYINDEX);
+    lr->live_prev = NULL;
+    lr->live_next = vm->live;
+    if (vm->live != NULL)
+        vm->live->live_prev = lr;
+    vm->live = lr;
     return 0;
 }
 
@@ -208,6 +274,10 @@ sl_lua_ctx_take(sl_lua_req_t *lr, const char *field, size_t *len, int *is_text,
     lua_State *L = lr->vm->L;
     char *out = NULL;
     *failed = *is_text = 0;
+    int bit = strcmp(field, "request") == 0 ? SL_LUA_TOUCHED_REQUEST
+                                            : SL_LUA_TOUCHED_RESPONSE;
+    if (!(lr->touched & bit))
+        return NULL; /* never read nor set */
     lua_rawgeti(L, LUA_REGISTRYINDEX, lr->ctx);
     lua_pushstring(L, field);
     lua_rawget(L, -2); /* raw: __index would make it */
@@ -240,6 +310,8 @@ void
 sl_lua_ctx_save_vars(sl_lua_req_t *lr) {
     lua_State *L = lr->vm->L;
     char err[120];
+    if (!(lr->touched & SL_LUA_TOUCHED_VARS))
+        return;
     lua_rawgeti(L, LUA_REGISTRYINDEX, lr->ctx);
     lua_pushliteral(L, "vars");
     lua_rawget(L, -2);
@@ -267,14 +339,16 @@ sl_lua_ctx_save_vars(sl_lua_req_t *lr) {
 
 void
 sl_lua_ctx_release(sl_lua_req_t *lr) {
-    lua_State *L = lr->vm->L;
+    sl_lua_vm_t *vm = lr->vm;
     if (lr->ctx == LUA_NOREF)
         return;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lr->ctx);
-    lua_pushlightuserdata(L, (void *)&req_key);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, lr->ctx);
+    if (lr->live_prev != NULL)
+        lr->live_prev->live_next = lr->live_next;
+    else
+        vm->live = lr->live_next;
+    if (lr->live_next != NULL)
+        lr->live_next->live_prev = lr->live_prev;
+    luaL_unref(vm->L, LUA_REGISTRYINDEX, lr->ctx);
     lr->ctx = LUA_NOREF;
+    lr->ctx_ptr = NULL;
 }

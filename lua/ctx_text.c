@@ -1,11 +1,14 @@
 /* ctx.prompt and ctx.answer: the text of the last user message and of the
  * answer's first choice, read and written without turning the whole
  * request or answer into Lua tables and back -- the common edit at a
- * fraction of the cost. The prompt is read from and written into the
- * decoded request (the cJSON tree the proxy holds), the answer is found
- * and replaced in the answer's text. Once a script has made ctx.request
- * or ctx.response (a table), these work on that table instead, so the two
- * views never disagree. */
+ * fraction of the cost. Both are found in the JSON text (jtext.c) and
+ * spliced there: the request's body is what the upstream is sent, so an
+ * edit costs no re-print of the request; the tree the proxy decoded, when
+ * there is one, gets the same edit so the two never disagree. A request
+ * the byte walk cannot be sure of (a key written with escapes, a content
+ * of parts) is read and edited in the tree. Once a script has made
+ * ctx.request or ctx.response (a table), these work on that table
+ * instead, so the two views never disagree. */
 #include "lua_int.h"
 #include "providers/provider.h"
 
@@ -31,6 +34,20 @@ last_user(cJSON *json) {
             last = m;
     }
     return last;
+}
+
+/* Sets the content of message m to s: in place when it is a string. */
+static int
+set_tree_content(cJSON *m, const char *s) {
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+    if (cJSON_IsString(c) && !(c->type & cJSON_IsReference))
+        return cJSON_SetValuestring(c, s) != NULL ? 0 : -1;
+    cJSON *n = cJSON_CreateString(s);
+    if (n == NULL || !cJSON_ReplaceItemInObjectCaseSensitive(m, "content", n)) {
+        cJSON_Delete(n);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- tables (ctx.request / ctx.response made) ---- */
@@ -127,7 +144,10 @@ table_message(lua_State *L, int idx) {
 
 /* Pushes ctx's raw field (a made table) or nothing: 1 when pushed. */
 static int
-made(lua_State *L, int ctx, const char *field) {
+made(lua_State *L, const sl_lua_req_t *lr, int ctx, const char *field,
+     int bit) {
+    if (!(lr->touched & bit))
+        return 0; /* never made: no lookup */
     lua_pushstring(L, field);
     lua_rawget(L, ctx);
     if (lua_istable(L, -1))
@@ -136,110 +156,163 @@ made(lua_State *L, int ctx, const char *field) {
     return 0;
 }
 
-/* ---- the answer's text ---- */
+/* ---- the texts ---- */
 
 static const char *
 ws(const char *p, const char *end) {
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
+    return sl_lua_jtext_ws(p, end);
 }
 
-/* The end of the JSON value at p, or NULL. */
-static const char *
-skip(const char *p, const char *end, int depth) {
-    p = ws(p, end);
-    if (p >= end || depth > 64)
-        return NULL;
-    if (*p == '"') {
-        for (p++; p < end; p++) {
-            if (*p == '\\')
-                p++;
-            else if (*p == '"')
-                return p + 1;
-        }
-        return NULL;
-    }
-    if (*p == '{' || *p == '[') {
-        char close = *p == '{' ? '}' : ']';
-        p = ws(p + 1, end);
-        if (p < end && *p == close)
-            return p + 1;
-        for (;;) {
-            if (close == '}') {
-                p = skip(p, end, depth + 1); /* the key */
-                p = p ? ws(p, end) : NULL;
-                if (p == NULL || p >= end || *p != ':')
-                    return NULL;
-                p++;
-            }
-            p = skip(p, end, depth + 1);
-            p = p ? ws(p, end) : NULL;
-            if (p == NULL || p >= end)
-                return NULL;
-            if (*p == close)
-                return p + 1;
-            if (*p != ',')
-                return NULL;
-            p++;
-        }
-    }
-    while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' &&
-           *p != '\n' && *p != '\r' && *p != '\t')
-        p++;
-    return p;
-}
-
-/* The value of key in the object at p ('{'), or NULL. */
-static const char *
-member(const char *p, const char *end, const char *key) {
-    size_t kl = strlen(key);
-    p = ws(p, end);
-    if (p >= end || *p != '{')
-        return NULL;
-    p = ws(p + 1, end);
-    while (p < end && *p == '"') {
-        const char *k = p + 1, *kend = skip(p, end, 0);
-        if (kend == NULL)
-            return NULL;
-        p = ws(kend, end);
-        if (p >= end || *p != ':')
-            return NULL;
-        p = ws(p + 1, end);
-        if ((size_t)(kend - 1 - k) == kl && memcmp(k, key, kl) == 0)
-            return p;
-        p = skip(p, end, 0);
-        p = p ? ws(p, end) : NULL;
-        if (p == NULL || p >= end || *p != ',')
-            return NULL;
-        p = ws(p + 1, end);
-    }
-    return NULL;
-}
-
-/* The span of choices[0].message.content in the answer's text. */
+/* The span [*v, *e) of the last user message's "content" value in the
+ * request's text. -1 when there is none, or when the text says it in a way
+ * a byte walk cannot match exactly (escaped keys or role, a message with
+ * no content): the tree answers then. */
 static int
-answer_span(const char *s, size_t len, const char **start, const char **stop) {
-    const char *end = s + len;
-    const char *c = member(s, end, "choices");
-    if (c == NULL || *c != '[')
+find_prompt(const char *s, size_t len, const char **v, const char **e) {
+    const char *end = s + len, *found = NULL, *found_end = NULL;
+    int odd = 0, users = 0;
+    const char *p = sl_lua_jtext_member(s, end, "messages", 8, &odd);
+    if (p == NULL || *p != '[' || odd)
         return -1;
-    c = ws(c + 1, end);
-    const char *m = c < end && *c == '{' ? member(c, end, "message") : NULL;
-    const char *v = m ? member(m, end, "content") : NULL;
-    const char *e = v ? skip(v, end, 0) : NULL;
-    if (e == NULL)
+    for (p = ws(p + 1, end); p < end && *p == '{';) {
+        sl_lua_jtext_obj_t o;
+        const char *k, *val, *role = NULL, *rend = NULL;
+        const char *c = NULL, *cend = NULL;
+        size_t kn;
+        int rc;
+        sl_lua_jtext_object(&o, p, end);
+        /* The first of repeated keys counts, as in the decoded tree. */
+        while ((rc = sl_lua_jtext_next(&o, &k, &kn, &val)) == 1) {
+            if (kn == 4 && memcmp(k, "role", 4) == 0 && role == NULL) {
+                role = val;
+                rend = sl_lua_jtext_value_end(&o);
+            } else if (kn == 7 && memcmp(k, "content", 7) == 0 && c == NULL) {
+                c = val;
+                cend = sl_lua_jtext_value_end(&o);
+            }
+        }
+        if (rc != 0 || o.escaped || role == NULL || *role != '"')
+            return -1;
+        if (rend - role == 6 && memcmp(role, "\"user\"", 6) == 0) {
+            users++;
+            found = c;
+            found_end = cend;
+        } else if (sl_lua_jtext_has_escape(role, rend)) {
+            return -1;
+        }
+        p = ws(o.p + 1, end);
+        if (p >= end)
+            return -1;
+        if (*p == ']')
+            break;
+        if (*p != ',')
+            return -1;
+        p = ws(p + 1, end);
+    }
+    if (p >= end || *p != ']' || users == 0 || found_end == NULL)
         return -1;
-    *start = v;
-    *stop = e;
+    *v = found;
+    *e = found_end;
     return 0;
+}
+
+/* Pushes the JSON string [v, e) (quotes included) as a Lua string: as it
+ * is when it holds no escape, the common case. -1 when it is no string. */
+static int
+push_jstring(lua_State *L, const char *v, const char *e) {
+    char err[120];
+    if (e - v < 2 || *v != '"')
+        return -1;
+    size_t n = (size_t)(e - v) - 2;
+    if (sl_lua_json_plain(v + 1, n) == n) {
+        lua_pushlstring(L, v + 1, n);
+        return 0;
+    }
+    return sl_lua_json_decode(L, v, (size_t)(e - v), err, sizeof(err));
+}
+
+/* find_prompt, once per request body: a read and a write of ctx.prompt
+ * share it. */
+static int
+prompt_span(sl_lua_req_t *lr, const char **v, const char **e) {
+    const sl_request_t *r = lr->r;
+    if (lr->pr_body != r->body || lr->pr_len != r->body_len) {
+        const char *pv, *pe;
+        lr->pr_body = r->body;
+        lr->pr_len = r->body_len;
+        lr->pr_span = find_prompt(r->body, r->body_len, &pv, &pe) == 0;
+        if (lr->pr_span) {
+            lr->pr_v = (size_t)(pv - r->body);
+            lr->pr_e = (size_t)(pe - r->body);
+        }
+    }
+    if (!lr->pr_span)
+        return -1;
+    *v = r->body + lr->pr_v;
+    *e = r->body + lr->pr_e;
+    return 0;
+}
+
+/* The span of choices[0].message.content in the answer's text, found
+ * once per answer: a read and a write of ctx.answer share it. */
+static int
+answer_span(sl_lua_req_t *lr, const char **start, const char **stop) {
+    if (lr->ans_span == 0) {
+        const char *s = lr->ans_body, *end = s + lr->ans_len;
+        const char *c = sl_lua_jtext_member(s, end, "choices", 7, NULL);
+        const char *m = NULL, *v = NULL, *e = NULL;
+        if (c != NULL && *c == '[') {
+            c = ws(c + 1, end);
+            m = c < end && *c == '{'
+                    ? sl_lua_jtext_member(c, end, "message", 7, NULL)
+                    : NULL;
+        }
+        v = m ? sl_lua_jtext_member(m, end, "content", 7, NULL) : NULL;
+        e = v ? sl_lua_jtext_skip(v, end) : NULL;
+        lr->ans_span = e != NULL ? 1 : -1;
+        if (e != NULL) {
+            lr->ans_v = (size_t)(v - s);
+            lr->ans_e = (size_t)(e - s);
+        }
+    }
+    if (lr->ans_span < 0)
+        return -1;
+    *start = lr->ans_body + lr->ans_v;
+    *stop = lr->ans_body + lr->ans_e;
+    return 0;
+}
+
+/* A copy of text with [v, e) replaced by the string at idx, quoted, in the
+ * request's arena; *out_len its length. */
+static char *
+splice(lua_State *L, sl_lua_req_t *lr, const char *text, size_t len,
+       const char *v, const char *e, int idx, size_t *out_len) {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    size_t q = sl_lua_json_quoted_len(s, n);
+    size_t pre = (size_t)(v - text), post = len - (size_t)(e - text);
+    char *body = sl_arena_alloc(lr->r->arena, pre + q + post + 1);
+    if (body == NULL)
+        return NULL;
+    memcpy(body, text, pre);
+    if (q == n + 2) { /* nothing to escape */
+        body[pre] = '"';
+        memcpy(body + pre + 1, s, n);
+        body[pre + 1 + n] = '"';
+    } else {
+        sl_lua_json_quote(body + pre, s, n);
+    }
+    memcpy(body + pre + q, e, post);
+    body[pre + q + post] = '\0';
+    *out_len = pre + q + post;
+    return body;
 }
 
 /* ---- ctx fields ---- */
 
 int
 sl_lua_prompt_get(lua_State *L, sl_lua_req_t *lr) {
-    if (made(L, 1, "request")) {
+    if (made(L, lr, 1, "request", SL_LUA_TOUCHED_REQUEST)) {
         table_last_user(L, lua_gettop(L));
         if (!lua_istable(L, -1))
             return 1;
@@ -247,6 +320,9 @@ sl_lua_prompt_get(lua_State *L, sl_lua_req_t *lr) {
         push_content(L, lua_gettop(L));
         return 1;
     }
+    const char *v, *e;
+    if (prompt_span(lr, &v, &e) == 0 && push_jstring(L, v, e) == 0)
+        return 1;
     cJSON *m = last_user(lr->k->json);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
     if (cJSON_IsString(c)) {
@@ -277,7 +353,7 @@ int
 sl_lua_prompt_set(lua_State *L, sl_lua_req_t *lr, int idx) {
     if (lua_type(L, idx) != LUA_TSTRING)
         return luaL_error(L, "ctx.prompt: must be a string");
-    if (made(L, 1, "request")) {
+    if (made(L, lr, 1, "request", SL_LUA_TOUCHED_REQUEST)) {
         table_last_user(L, lua_gettop(L));
         if (!lua_istable(L, -1))
             return luaL_error(L, "ctx.prompt: the request has no user "
@@ -286,15 +362,26 @@ sl_lua_prompt_set(lua_State *L, sl_lua_req_t *lr, int idx) {
         lua_setfield(L, -2, "content");
         return 0;
     }
+    sl_request_t *r = lr->r;
+    const char *v, *e;
+    int in_text = prompt_span(lr, &v, &e) == 0;
     cJSON *m = last_user(lr->k->json);
-    if (m == NULL)
+    if (m == NULL && !in_text)
         return luaL_error(L, "ctx.prompt: the request has no user message");
-    cJSON *s = cJSON_CreateString(lua_tostring(L, idx));
-    if (s == NULL || !cJSON_ReplaceItemInObjectCaseSensitive(m, "content", s)) {
-        cJSON_Delete(s);
+    if (m != NULL && set_tree_content(m, lua_tostring(L, idx)) != 0)
         return luaL_error(L, "ctx.prompt: out of memory");
+    if (!in_text) {
+        lr->prompt_dirty = 1; /* the body is printed from the tree */
+        return 0;
     }
-    lr->prompt_dirty = 1;
+    size_t len;
+    char *body = splice(L, lr, r->body, r->body_len, v, e, idx, &len);
+    if (body == NULL)
+        return luaL_error(L, "ctx.prompt: out of memory");
+    lr->pr_e = lr->pr_e + len - r->body_len;
+    lr->pr_body = body;
+    r->body = body;
+    r->body_len = lr->pr_len = len;
     return 0;
 }
 
@@ -302,7 +389,7 @@ int
 sl_lua_answer_get(lua_State *L, sl_lua_req_t *lr) {
     if (lr->stage != SL_LUA_STAGE_RESPONSE)
         return 0;
-    if (made(L, 1, "response")) {
+    if (made(L, lr, 1, "response", SL_LUA_TOUCHED_RESPONSE)) {
         table_message(L, lua_gettop(L));
         if (!lua_istable(L, -1))
             return 1;
@@ -311,9 +398,7 @@ sl_lua_answer_get(lua_State *L, sl_lua_req_t *lr) {
         return 1;
     }
     const char *v, *e;
-    char err[120];
-    if (answer_span(lr->ans_body, lr->ans_len, &v, &e) != 0 || *v != '"' ||
-        sl_lua_json_decode(L, v, (size_t)(e - v), err, sizeof(err)) != 0)
+    if (answer_span(lr, &v, &e) != 0 || push_jstring(L, v, e) != 0)
         lua_pushnil(L);
     return 1;
 }
@@ -324,7 +409,7 @@ sl_lua_answer_set(lua_State *L, sl_lua_req_t *lr, int idx) {
         return luaL_error(L, "ctx.answer: can be set in on_response only");
     if (lua_type(L, idx) != LUA_TSTRING)
         return luaL_error(L, "ctx.answer: must be a string");
-    if (made(L, 1, "response")) {
+    if (made(L, lr, 1, "response", SL_LUA_TOUCHED_RESPONSE)) {
         table_message(L, lua_gettop(L));
         if (!lua_istable(L, -1))
             return luaL_error(L, "ctx.answer: the answer has no message");
@@ -333,28 +418,16 @@ sl_lua_answer_set(lua_State *L, sl_lua_req_t *lr, int idx) {
         return 0;
     }
     const char *v, *e;
-    if (answer_span(lr->ans_body, lr->ans_len, &v, &e) != 0)
+    if (answer_span(lr, &v, &e) != 0)
         return luaL_error(L, "ctx.answer: the answer has no message "
                              "content");
-    /* The new text, JSON-encoded, in place of the old value. */
-    char err[120];
-    size_t n;
-    char *enc = sl_lua_json_encode(L, idx, &n, err, sizeof(err));
-    if (enc == NULL)
-        return luaL_error(L, "ctx.answer: %s", err);
-    size_t pre = (size_t)(v - lr->ans_body);
-    size_t post = lr->ans_len - (size_t)(e - lr->ans_body);
-    char *body = sl_arena_alloc(lr->r->arena, pre + n + post + 1);
-    if (body != NULL) {
-        memcpy(body, lr->ans_body, pre);
-        memcpy(body + pre, enc, n);
-        memcpy(body + pre + n, e, post);
-        body[pre + n + post] = '\0';
-        lr->ans_body = body;
-        lr->ans_len = pre + n + post;
-    }
-    free(enc);
+    size_t len;
+    char *body = splice(L, lr, lr->ans_body, lr->ans_len, v, e, idx, &len);
     if (body == NULL)
         return luaL_error(L, "ctx.answer: out of memory");
+    lr->ans_e = lr->ans_e + len - lr->ans_len;
+    lr->ans_body = body;
+    lr->ans_owned = 1;
+    lr->ans_len = len;
     return 0;
 }

@@ -15,6 +15,9 @@
 
 struct sl_call;
 
+/* Idle coroutines a VM keeps for the next phase calls. */
+#define SL_LUA_POOL_MAX 64
+
 /* The count hook runs every SL_LUA_HOOK_STEP VM instructions. */
 #define SL_LUA_HOOK_STEP 1000
 
@@ -65,8 +68,12 @@ typedef struct sl_lua_vm {
     sl_lua_mod_t *mods;         /* per route */
     int ctx_mt;                 /* registry ref: the metatable of ctx */
     int array_mt; /* registry ref: marks tables that are JSON arrays */
-    int pool;     /* registry ref: idle coroutines, reused */
+    /* Idle coroutines, reused: each keeps its registry ref while pooled,
+     * so taking and giving one back costs no Lua call. */
+    lua_State *pool[SL_LUA_POOL_MAX];
+    int pool_ref[SL_LUA_POOL_MAX];
     int npool;
+    struct sl_lua_req *live; /* requests with a ctx in this VM */
 } sl_lua_vm_t;
 
 typedef enum {
@@ -126,6 +133,12 @@ enum {
     SL_LUA_STAGE_DONE,        /* answered */
 };
 
+enum {
+    SL_LUA_TOUCHED_REQUEST = 1, /* ctx.request was read or set */
+    SL_LUA_TOUCHED_RESPONSE = 2,
+    SL_LUA_TOUCHED_VARS = 4,
+};
+
 /* The script's state for one request (request arena). */
 typedef struct sl_lua_req {
     sl_request_t *r;
@@ -133,8 +146,11 @@ typedef struct sl_lua_req {
     sl_lua_vm_t *vm;
     const sl_lua_script_t *script;
     const sl_lua_mod_t *mod;
-    int ctx;   /* registry ref of ctx */
-    int stage; /* SL_LUA_STAGE_* */
+    int ctx;             /* registry ref of ctx */
+    const void *ctx_ptr; /* ctx itself: how a ctx finds its request */
+    struct sl_lua_req *live_prev, *live_next; /* the VM's requests */
+    int touched; /* SL_LUA_TOUCHED_*: fields the script made in ctx */
+    int stage;   /* SL_LUA_STAGE_* */
     sl_lua_inv_t inv;
     /* sluice.respond */
     int resp_status;
@@ -145,10 +161,18 @@ typedef struct sl_lua_req {
     /* the answer on_response sees */
     int ans_status;
     const char *ans_type, *ans_extra;
-    char *ans_body;
+    const char *ans_body;
+    int ans_owned; /* 1: ans_body is a copy in the arena */
     size_t ans_len;
+    int ans_span; /* 1: [ans_v, ans_e) is the message content, -1: none,
+                     0: not looked for yet */
+    size_t ans_v, ans_e;
+    /* where ctx.prompt is in the request's text pr_body (r->body) */
+    const char *pr_body;
+    size_t pr_len, pr_v, pr_e;
+    int pr_span;      /* 1: [pr_v, pr_e) is the content, 0: the tree says */
     int passing;      /* the answer goes out: do not take it again */
-    int prompt_dirty; /* ctx.prompt was set in the request's tree */
+    int prompt_dirty; /* ctx.prompt was set in the tree, not the text */
     /* on_chunk */
     int stream_failed;
     int forwarding;     /* an event the script added: let it through */
@@ -235,6 +259,43 @@ int sl_lua_json_decode(lua_State *L, const char *s, size_t len, char *err,
  * NULL with a message in err when it cannot be said in JSON. */
 char *sl_lua_json_encode(lua_State *L, int idx, size_t *len, char *err,
                          size_t errcap);
+
+/* The length of s as a quoted JSON string, and writes it at o (the length
+ * it wrote): what the encoder does for a string, for callers that splice
+ * one into text they own. */
+size_t sl_lua_json_quoted_len(const char *s, size_t n);
+/* How many bytes from the start of s a JSON string holds as they are
+ * (before the first quote, backslash or control byte). */
+size_t sl_lua_json_plain(const char *s, size_t n);
+size_t sl_lua_json_quote(char *o, const char *s, size_t n);
+
+/* ---- jtext.c: one value in JSON text, without decoding the rest ---- */
+
+/* p past any JSON whitespace. */
+const char *sl_lua_jtext_ws(const char *p, const char *end);
+/* The end of the JSON value at p, or NULL when it is not one. */
+const char *sl_lua_jtext_skip(const char *p, const char *end);
+
+/* A walk over the members of an object. escaped: a key written with
+ * escapes was met, which a byte compare cannot match exactly. */
+typedef struct {
+    const char *p, *end;
+    int first, in_value, escaped;
+} sl_lua_jtext_obj_t;
+/* Starts a walk over the object at p; -1 when p holds no object. */
+int sl_lua_jtext_object(sl_lua_jtext_obj_t *o, const char *p, const char *end);
+/* The next member: its key as written (without quotes) and where its
+ * value starts. 1, 0 at the end of the object, -1 on malformed text. */
+int sl_lua_jtext_next(sl_lua_jtext_obj_t *o, const char **key, size_t *klen,
+                      const char **val);
+/* The end of the value the last sl_lua_jtext_next gave, or NULL. */
+const char *sl_lua_jtext_value_end(sl_lua_jtext_obj_t *o);
+/* The value of key (klen bytes, plain ASCII) in the object at p, or NULL;
+ * ORs the walk's escaped into *escaped when not NULL. */
+const char *sl_lua_jtext_member(const char *p, const char *end, const char *key,
+                                size_t klen, int *escaped);
+/* 1 when [v, e) holds a backslash. */
+int sl_lua_jtext_has_escape(const char *v, const char *e);
 
 /* ---- api_*.c: each registers its part of `sluice` into the table at the
  * top of the stack ---- */

@@ -317,6 +317,31 @@ response_resumed(sl_lua_inv_t *inv, sl_lua_result_t res) {
     response_over(lr, res);
 }
 
+/* Copies what sl_lua_response borrowed: the caller's buffers do not
+ * outlive its call, and on_response now waits. */
+static int
+own_answer(sl_lua_req_t *lr) {
+    sl_arena_t *a = lr->r->arena;
+    if (!lr->ans_owned) {
+        char *b = sl_arena_alloc(a, lr->ans_len + 1);
+        if (b == NULL)
+            return -1;
+        memcpy(b, lr->ans_body, lr->ans_len);
+        b[lr->ans_len] = '\0';
+        lr->ans_body = b;
+    }
+    if (lr->ans_type != NULL &&
+        (lr->ans_type =
+             sl_arena_strndup(a, lr->ans_type, strlen(lr->ans_type))) == NULL)
+        return -1;
+    if (lr->ans_extra != NULL &&
+        (lr->ans_extra =
+             sl_arena_strndup(a, lr->ans_extra, strlen(lr->ans_extra))) == NULL)
+        return -1;
+    lr->ans_owned = 1;
+    return 0;
+}
+
 int
 sl_lua_response(sl_request_t *r, int status, const char *content_type,
                 const char *extra, const char *body, size_t len) {
@@ -326,30 +351,31 @@ sl_lua_response(sl_request_t *r, int status, const char *content_type,
         return 0;
     lr->stage = SL_LUA_STAGE_RESPONSE;
     lr->ans_status = status;
-    lr->ans_type = content_type ? sl_arena_strndup(r->arena, content_type,
-                                                   strlen(content_type))
-                                : NULL;
-    lr->ans_extra =
-        extra ? sl_arena_strndup(r->arena, extra, strlen(extra)) : NULL;
-    lr->ans_body = sl_arena_alloc(r->arena, len + 1);
-    if (lr->ans_body == NULL || (content_type && !lr->ans_type) ||
-        (extra && !lr->ans_extra)) {
-        lr->passing = 1;
-        sl_response_error(r, 503, "out of memory", "server_busy");
-        return 1;
-    }
-    memcpy(lr->ans_body, body, len);
-    lr->ans_body[len] = '\0';
+    /* Borrowed while on_response runs without waiting (the common case);
+     * kept only if it waits (own_answer). */
+    lr->ans_type = content_type;
+    lr->ans_extra = extra;
+    lr->ans_body = body;
     lr->ans_len = len;
+    lr->ans_owned = 0;
+    lr->ans_span = 0;
     lua_State *co = sl_lua_inv_begin(&lr->inv, lr->vm, lr,
                                      SL_LUA_PHASE_RESPONSE, lr->script);
     lua_rawgeti(co, LUA_REGISTRYINDEX, lr->mod->on_response);
     sl_lua_ctx_push(lr, co);
     sl_lua_result_t res = sl_lua_inv_run(&lr->inv, 1);
-    if (res == SL_LUA_WAIT)
+    if (res == SL_LUA_WAIT) {
+        if (own_answer(lr) != 0) {
+            sl_lua_inv_cancel(&lr->inv);
+            lr->stage = SL_LUA_STAGE_DONE;
+            lr->passing = 1;
+            sl_response_error(r, 503, "out of memory", "server_busy");
+            return 1;
+        }
         wait_on(lr, response_resumed);
-    else
+    } else {
         response_over(lr, res);
+    }
     return 1;
 }
 

@@ -23,8 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SL_LUA_POOL_MAX 64
-
 const char *
 sl_lua_phase_name(sl_lua_phase_t p) {
     static const char *const names[] = {"load", "on_request", "on_response",
@@ -266,8 +264,6 @@ vm_init(lua_State *L) {
     sl_lua_freeze(L);
     lua_setglobal(L, "sluice");
     sl_lua_ctx_init(L, vm);
-    lua_newtable(L);
-    vm->pool = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 
@@ -278,7 +274,7 @@ sl_lua_vm_new(const sl_lua_set_t *set) {
         return NULL;
     vm->set = set;
     vm->mem_limit = SIZE_MAX;
-    vm->ctx_mt = vm->array_mt = vm->pool = LUA_NOREF;
+    vm->ctx_mt = vm->array_mt = LUA_NOREF;
     vm->L = lua_newstate(l_alloc, vm);
     if (vm->L == NULL || lua_cpcall(vm->L, vm_init, vm) != 0) {
         sl_lua_vm_free(vm);
@@ -317,27 +313,33 @@ sl_lua_inv_begin(sl_lua_inv_t *inv, sl_lua_vm_t *vm, sl_lua_req_t *lr,
                  sl_lua_phase_t phase, const sl_lua_script_t *s) {
     lua_State *L = vm->L;
     const sl_route_t *rt = s->route;
-    memset(inv, 0, sizeof(*inv));
+    /* Field by field: the message buffers need no zeroing. */
     inv->vm = vm;
     inv->lr = lr;
     inv->phase = phase;
     inv->script = s;
+    inv->co = NULL;
     inv->co_ref = LUA_NOREF;
+    inv->instructions = 0;
     inv->max_instructions = rt->lua_instructions;
+    inv->mem_used = inv->mem_base = inv->gc_mark = 0;
     inv->mem_cap = (size_t)rt->lua_memory_mb << 20;
+    inv->gc_soon = 0;
     inv->timeout_ms = rt->lua_timeout_ms;
     inv->deadline = sl_now_us() + (uint64_t)rt->lua_timeout_ms * 1000u;
+    inv->timer = NULL;
+    inv->killed = SL_LUA_KILL_NONE;
+    inv->op = NULL;
+    inv->responded = 0;
+    inv->done = NULL;
+    inv->where[0] = inv->error[0] = '\0';
     if (vm->npool > 0) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->pool);
-        lua_rawgeti(L, -1, vm->npool);
-        lua_pushnil(L);
-        lua_rawseti(L, -3, vm->npool);
         vm->npool--;
-        lua_remove(L, -2);
-        inv->co = lua_tothread(L, -1);
-    } else {
-        inv->co = lua_newthread(L);
+        inv->co = vm->pool[vm->npool];
+        inv->co_ref = vm->pool_ref[vm->npool];
+        return inv->co;
     }
+    inv->co = lua_newthread(L);
     inv->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return inv->co;
 }
@@ -461,12 +463,11 @@ sl_lua_inv_end(sl_lua_inv_t *inv) {
      * still waits is left to the collector. */
     if (lua_status(inv->co) == 0 && vm->npool < SL_LUA_POOL_MAX) {
         lua_settop(inv->co, 0);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->pool);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, inv->co_ref);
-        lua_rawseti(L, -2, ++vm->npool);
-        lua_pop(L, 1);
+        vm->pool[vm->npool] = inv->co;
+        vm->pool_ref[vm->npool++] = inv->co_ref;
+    } else {
+        luaL_unref(L, LUA_REGISTRYINDEX, inv->co_ref);
     }
-    luaL_unref(L, LUA_REGISTRYINDEX, inv->co_ref);
     inv->co_ref = LUA_NOREF;
     inv->co = NULL;
 }

@@ -858,6 +858,63 @@ return {
     assert upstream_chats(mock)[-1]["temperature"] == 0.5
 
 
+def test_prompt_and_answer_text_edits_keep_every_character(lua_gw, mock):
+    """ctx.prompt and ctx.answer are found and spliced in the JSON text:
+    escapes and non-ASCII text survive both ways, a pretty-printed body with
+    its keys in any order is edited in place, and a body the byte walk
+    cannot read exactly (a key written with escapes) or whose model an
+    alias rewrites still gets the edit."""
+    gw = lua_gw(r"""
+return {
+  on_request = function(ctx)
+    ctx.vars.seen = ctx.prompt
+    ctx.prompt = ctx.prompt .. ' "q" \\ \n\t é 🙂 \1'
+  end,
+  on_response = function(ctx)
+    ctx.vars.answer = ctx.answer
+    ctx.answer = "<" .. ctx.answer .. ">"
+  end,
+}
+""")
+    suffix = ' "q" \\ \n\t é 🙂 \x01'
+    text = 'a "b" \\ c\né 🙂 /'
+    r = chat(gw.port, text)
+    sent = upstream_chats(mock)[-1]["messages"]
+    assert sent[0]["content"] == text + suffix
+    assert content(r) == "<" + text + suffix + ">"
+    line = log_lines(gw, lambda l: l.get("vars"))[-1]
+    assert line["vars"]["seen"] == text
+    assert line["vars"]["answer"] == text + suffix
+
+    pretty = b"""{
+  "messages" : [ { "content" : "first", "role" : "user" },
+                 { "role": "assistant", "content": "a" },
+                 { "content" : "last one" , "role" : "user", "name": "u" } ],
+  "model" : "gpt-test"
+}"""
+    r = http(gw.port, "POST", CHAT, pretty,
+             headers={"Content-Type": "application/json"})
+    assert content(r) == "<last one" + suffix + ">"
+    sent = upstream_chats(mock)[-1]["messages"]
+    assert [m["content"] for m in sent] == \
+        ["first", "a", "last one" + suffix]
+    assert sent[2]["name"] == "u"
+
+    escaped_key = (b'{"model":"gpt-test","messages":'
+                   b'[{"role":"user","\\u0063ontent":"esc"}]}')
+    r = http(gw.port, "POST", CHAT, escaped_key,
+             headers={"Content-Type": "application/json"})
+    assert content(r) == "<esc" + suffix + ">"
+    assert upstream_chats(mock)[-1]["messages"][0]["content"] == \
+        "esc" + suffix
+
+    r = chat(gw.port, "alias", model="cheap")
+    assert content(r) == "<alias" + suffix + ">"
+    sent = upstream_chats(mock)[-1]
+    assert sent["model"] == "cheap-model"
+    assert sent["messages"][0]["content"] == "alias" + suffix
+
+
 def test_prompt_and_answer_misuse_and_absence(lua_gw):
     gw = lua_gw("""
 return {

@@ -385,6 +385,101 @@ test_module_loading(void **state) {
     sl_lua_vm_free(vm);
 }
 
+/* ---- finding values in JSON text (jtext.c) ---- */
+
+static const char *
+member_of(const char *s, const char *key, int *escaped) {
+    return sl_lua_jtext_member(s, s + strlen(s), key, strlen(key), escaped);
+}
+
+static void
+test_jtext_member_finds_a_key_after_values_of_every_kind(void **state) {
+    (void)state;
+    const char *s = " { \"a\" : \"x\\\"}\\\\\" , \"b\":[1,{\"c\":\"]\"}],"
+                    "\"n\":-1.5e3,\"t\":true,\"o\":{\"x\":{}},\n"
+                    "\"content\" :\t\"hit\" }";
+    int esc = 0;
+    const char *v = member_of(s, "content", &esc);
+    assert_non_null(v);
+    assert_memory_equal(v, "\"hit\"", 5);
+    assert_int_equal(esc, 0);
+    assert_ptr_equal(sl_lua_jtext_skip(v, s + strlen(s)), v + 5);
+    /* The key must be a key: a string value with its text does not count,
+     * nor does a key of a nested object. */
+    assert_null(member_of("{\"a\":\"c\",\"o\":{\"c\":1}}", "c", NULL));
+    assert_null(member_of("[\"c\",1]", "c", NULL));
+    assert_null(member_of("{\"c\" 1}", "c", NULL));
+}
+
+static void
+test_jtext_member_tells_about_keys_written_with_escapes(void **state) {
+    (void)state;
+    int esc = 0;
+    /* "\u0063" is "c": a byte compare cannot see it, so the caller is told
+     * to ask a decoder instead. */
+    assert_null(member_of("{\"\\u0063\":1}", "c", &esc));
+    assert_int_equal(esc, 1);
+    esc = 0;
+    assert_non_null(member_of("{\"c\":\"\\n\"}", "c", &esc));
+    assert_int_equal(esc, 0);
+}
+
+static void
+test_jtext_skip_refuses_what_is_not_a_whole_value(void **state) {
+    (void)state;
+    static const char *const bad[] = {
+        "\"open", "\"esc\\\"", "[1,2", "{\"a\":[1}", "[{]}", "}", ",", "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_null(sl_lua_jtext_skip(bad[i], bad[i] + strlen(bad[i])));
+    const char *ok = "[{\"a\":[\"]\",{}]},\"x\"] tail";
+    assert_ptr_equal(sl_lua_jtext_skip(ok, ok + strlen(ok)), ok + 20);
+    /* Deeper than 64 levels is refused, not followed. */
+    char deep[200];
+    memset(deep, '[', 100);
+    memset(deep + 100, ']', 100);
+    assert_null(sl_lua_jtext_skip(deep, deep + 200));
+}
+
+static void
+test_json_quote_escapes_as_the_encoder_does(void **state) {
+    (void)state;
+    char in[130], out[1024], want[1024];
+    size_t n = 0, w = 0;
+    want[w++] = '"';
+    for (int c = 1; c < 128; c++) {
+        in[n++] = (char)c;
+        if (c == '"' || c == '\\') {
+            w += (size_t)snprintf(want + w, sizeof(want) - w, "\\%c", c);
+        } else if (c == '\n' || c == '\r' || c == '\t' || c == '\b' ||
+                   c == '\f') {
+            const char *e = c == '\n'   ? "\\n"
+                            : c == '\r' ? "\\r"
+                            : c == '\t' ? "\\t"
+                            : c == '\b' ? "\\b"
+                                        : "\\f";
+            w += (size_t)snprintf(want + w, sizeof(want) - w, "%s", e);
+        } else if (c < 0x20) {
+            w += (size_t)snprintf(want + w, sizeof(want) - w, "\\u%04x", c);
+        } else {
+            want[w++] = (char)c;
+        }
+    }
+    want[w++] = '"';
+    assert_int_equal(sl_lua_json_quoted_len(in, n), w);
+    assert_int_equal(sl_lua_json_quote(out, in, n), w);
+    assert_memory_equal(out, want, w);
+    /* The first byte to escape is found in every lane of a word. */
+    char text[40];
+    for (size_t at = 0; at < sizeof(text); at++) {
+        memset(text, 'a', sizeof(text));
+        text[at] = "\"\\\x01\x1f"[at % 4];
+        assert_int_equal(sl_lua_json_plain(text, sizeof(text)), at);
+        assert_int_equal(sl_lua_json_plain(text, at), at);
+    }
+    assert_int_equal(sl_lua_json_plain("\x7f\xc3\xa9 ok", 6), 6);
+}
+
 int
 main(void) {
     const struct CMUnitTest tests[] = {
@@ -411,6 +506,12 @@ main(void) {
         cmocka_unit_test(test_prompts_load_reports_paths),
         cmocka_unit_test(test_render_fills_variables_from_config_prompts),
         cmocka_unit_test(test_module_loading),
+        cmocka_unit_test(
+            test_jtext_member_finds_a_key_after_values_of_every_kind),
+        cmocka_unit_test(
+            test_jtext_member_tells_about_keys_written_with_escapes),
+        cmocka_unit_test(test_jtext_skip_refuses_what_is_not_a_whole_value),
+        cmocka_unit_test(test_json_quote_escapes_as_the_encoder_does),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
