@@ -258,10 +258,66 @@ ascii_lower(unsigned char c) {
     return c + ((unsigned)(c - 'A') < 26u) * 32u;
 }
 
+/* Eight bytes at a time (SWAR): names and values are checked on every
+ * header a plugin sets, often several per request. */
+#define SL_ONES 0x0101010101010101ULL
+#define SL_HIGHS 0x8080808080808080ULL
+
+/* 0x80 in each byte of w (every byte < 0x80) that is in lo..hi. */
+static inline uint64_t
+bytes_in(uint64_t w, unsigned lo, unsigned hi) {
+    uint64_t ge = (w + SL_ONES * (0x80 - lo)) & SL_HIGHS;
+    uint64_t gt = (w + SL_ONES * (0x7f - hi)) & SL_HIGHS;
+    return ge & ~gt;
+}
+
+/* 1 when the eight bytes at s are letters, digits or '-' (most header
+ * names); 0 says only "look byte by byte". */
+static inline int
+plain_name8(const char *s) {
+    uint64_t w;
+    memcpy(&w, s, 8);
+    if (w & SL_HIGHS)
+        return 0;
+    return (bytes_in(w | SL_ONES * 0x20, 'a', 'z') | bytes_in(w, '0', '9') |
+            bytes_in(w, '-', '-')) == SL_HIGHS;
+}
+
+/* 1 when the eight bytes at s are printable ASCII. */
+static inline int
+plain_value8(const char *s) {
+    uint64_t w;
+    memcpy(&w, s, 8);
+    return !(w & SL_HIGHS) && bytes_in(w, 0x20, 0x7e) == SL_HIGHS;
+}
+
+/* 1 when s[0..n) is all in table (0 for NUL); fast8 vouches for eight
+ * bytes at a time where it can. */
+static inline int
+all_in(const char *s, size_t n, const unsigned char table[256],
+       int (*fast8)(const char *)) {
+    size_t i = 0;
+    while (i + 8 <= n && fast8(s + i))
+        i += 8;
+    for (; i < n; i++)
+        if (!table[(unsigned char)s[i]])
+            return 0;
+    return 1;
+}
+
 /* strncasecmp() == 0 for ASCII, without the locale (header names are
  * ASCII tchars). */
 static int
 same_name(const char *a, const char *b, size_t n) {
+    /* Equal but for case means equal once bit 5 is set in every byte:
+     * most different names differ there already. */
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if ((x | SL_ONES * 0x20) != (y | SL_ONES * 0x20))
+            return 0;
+    }
     for (size_t i = 0; i < n; i++)
         if (ascii_lower((unsigned char)a[i]) !=
             ascii_lower((unsigned char)b[i]))
@@ -303,27 +359,14 @@ header_line(char *dst, const char *name, size_t nlen, const char *value,
     return nlen + vlen + 4;
 }
 
-/* Plugins set a few headers on every request: the lines are appended to
- * one buffer made on first use, with no printf and no copy of the lines
- * before; only setting a header again rebuilds them. */
+/* Adds or replaces the line of a checked name and value. Plugins set a
+ * few headers on every request: the lines are appended to one buffer made
+ * on first use, with no printf and no copy of the lines before; only
+ * setting a header again rebuilds them. */
 static int
-h_response_header_set(sluice_req_t *req, const char *name, const char *value) {
-    PHASE(req, P_REQ | P_RESP | P_CHUNK);
+header_put(sluice_req_t *req, const char *name, size_t nlen, const char *value,
+           size_t vlen) {
     sl_pipe_t *p = req->pipe;
-    if (R(req)->responded)
-        return SLUICE_EPHASE; /* the head is gone */
-    if (name == NULL || value == NULL)
-        return SLUICE_EINVAL;
-    size_t nlen = 0, vlen = 0;
-    while (tchar[(unsigned char)name[nlen]])
-        nlen++;
-    if (nlen == 0 || nlen > 128 || name[nlen] != '\0' ||
-        header_owned(name, nlen))
-        return SLUICE_EINVAL;
-    while (vchar[(unsigned char)value[vlen]])
-        vlen++;
-    if (value[vlen] != '\0')
-        return SLUICE_EINVAL;
     size_t slot = p->nheaders, line = nlen + vlen + 4, total = p->hlen + line;
     for (size_t i = 0; i < p->nheaders; i++)
         if (p->hname_len[i] == nlen && same_name(p->hname[i], name, nlen)) {
@@ -367,6 +410,67 @@ h_response_header_set(sluice_req_t *req, const char *name, const char *value) {
     p->hlines[total] = '\0';
     R(req)->plugin_headers = p->hlines;
     return SLUICE_OK;
+}
+
+/* 1 when a plugin may set name; its length in *nlen. */
+static int
+header_name_ok(const char *name, size_t *nlen) {
+    if (name == NULL)
+        return 0;
+    size_t n = strlen(name);
+    *nlen = n;
+    return n > 0 && n <= 128 && all_in(name, n, tchar, plain_name8) &&
+           !header_owned(name, n);
+}
+
+/* Whether a response header may still be set: the phase, and the head
+ * not sent yet. */
+static int
+header_phase(sluice_req_t *req) {
+    if (!allowed(req, P_REQ | P_RESP | P_CHUNK))
+        return SLUICE_EPHASE;
+    return R(req)->responded ? SLUICE_EPHASE : SLUICE_OK; /* head gone */
+}
+
+static int
+h_response_header_set(sluice_req_t *req, const char *name, const char *value) {
+    int rc = header_phase(req);
+    if (rc != SLUICE_OK)
+        return rc;
+    size_t nlen, vlen;
+    if (!header_name_ok(name, &nlen) || value == NULL ||
+        !all_in(value, vlen = strlen(value), vchar, plain_value8))
+        return SLUICE_EINVAL;
+    return header_put(req, name, nlen, value, vlen);
+}
+
+/* Marks a sluice_header_name_t that response_header_prepare checked. */
+#define SL_HEADER_CHECKED 0x534c4831u /* "SLH1" */
+
+static int
+h_response_header_prepare(sluice_header_name_t *h, const char *name) {
+    size_t nlen;
+    if (h == NULL)
+        return SLUICE_EINVAL;
+    h->checked = 0;
+    if (!header_name_ok(name, &nlen))
+        return SLUICE_EINVAL;
+    h->name = name;
+    h->len = nlen;
+    h->checked = SL_HEADER_CHECKED;
+    return SLUICE_OK;
+}
+
+static int
+h_response_header_set_prepared(sluice_req_t *req, const sluice_header_name_t *h,
+                               const char *value, size_t len) {
+    int rc = header_phase(req);
+    if (rc != SLUICE_OK)
+        return rc;
+    if (h == NULL || h->checked != SL_HEADER_CHECKED || value == NULL ||
+        !all_in(value, len, vchar, plain_value8))
+        return SLUICE_EINVAL;
+    return header_put(req, h->name, h->len, value, len);
 }
 
 /* ---- the chat request ---- */
@@ -1364,6 +1468,8 @@ static const sluice_host_t host = {
     .kv_handle = h_kv_handle,
     .kv_handle_set = h_kv_handle_set,
     .keys_version = h_keys_version,
+    .response_header_prepare = h_response_header_prepare,
+    .response_header_set_prepared = h_response_header_set_prepared,
 };
 
 const sluice_host_t *

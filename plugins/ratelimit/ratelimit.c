@@ -61,6 +61,13 @@ typedef struct {
     rl_counter_t reqs, toks;
 } rl_bucket_t;
 
+static const char *const header_names[2][3] = {
+    {"x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+     "x-ratelimit-reset-requests"},
+    {"x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+     "x-ratelimit-reset-tokens"},
+};
+
 typedef struct {
     char model[128];
     int64_t rpm, tpm;
@@ -100,6 +107,10 @@ typedef struct rl {
     /* The route's limits as header values, formatted once. */
     char rpm_buf[RL_U64_CHARS], tpm_buf[RL_U64_CHARS];
     const char *rpm_text, *tpm_text;
+    size_t rpm_len, tpm_len;
+    /* The header names, checked once by the host when it can. */
+    sluice_header_name_t hn[2][3];
+    int prepared;
     struct rl *next_holder; /* in t->holders */
     atomic_int full_logged;
 } rl_t;
@@ -490,6 +501,13 @@ create(const sluice_host_t *host, sluice_req_t *ctx,
     rl->nmodels = nm;
     rl->rpm_text = rl_format_u64((uint64_t)rl->rpm, rl->rpm_buf);
     rl->tpm_text = rl_format_u64((uint64_t)rl->tpm, rl->tpm_buf);
+    rl->rpm_len = strlen(rl->rpm_text);
+    rl->tpm_len = strlen(rl->tpm_text);
+    rl->prepared = SLUICE_HOST_HAS(host, response_header_set_prepared);
+    for (int k = 0; rl->prepared && k < 6; k++)
+        rl->prepared =
+            host->response_header_prepare(
+                &rl->hn[k / 3][k % 3], header_names[k / 3][k % 3]) == SLUICE_OK;
     /* Twice the buckets asked for, a power of two: probes stay short. */
     size_t cap = 16;
     while (cap < (size_t)maxb * 2)
@@ -547,33 +565,38 @@ estimate(const rl_t *rl, sluice_req_t *req) {
     return rl_estimate_tokens(chars) + (uint64_t)max;
 }
 
+/* Sets header [tokens][which] to value[0..len). */
 static void
-set_num(const rl_t *rl, sluice_req_t *req, const char *name, uint64_t v) {
-    char buf[RL_U64_CHARS];
-    rl->host->response_header_set(req, name, rl_format_u64(v, buf));
+set_header(const rl_t *rl, sluice_req_t *req, int tokens, int which,
+           const char *value, size_t len) {
+    if (rl->prepared)
+        rl->host->response_header_set_prepared(req, &rl->hn[tokens][which],
+                                               value, len);
+    else
+        rl->host->response_header_set(req, header_names[tokens][which],
+                                      value); /* NUL-terminated too */
 }
 
-/* The x-ratelimit-*-requests or -tokens trio for the tightest check. */
+static void
+set_num(const rl_t *rl, sluice_req_t *req, int tokens, int which, uint64_t v) {
+    char buf[RL_U64_CHARS];
+    const char *s = rl_format_u64(v, buf);
+    set_header(rl, req, tokens, which, s, (size_t)(buf + RL_U64_CHARS - 1 - s));
+}
+
+/* The x-ratelimit-*-requests or -tokens trio for the tightest check;
+ * reset is the reset header's value. */
 static void
 headers(const rl_t *rl, sluice_req_t *req, int tokens, int64_t limit,
-        uint64_t used, int reset) {
-    static const char *const names[2][3] = {
-        {"x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-         "x-ratelimit-reset-requests"},
-        {"x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
-         "x-ratelimit-reset-tokens"},
-    };
-    char buf[16];
-    int64_t route = tokens ? rl->tpm : rl->rpm;
-    if (limit == route)
-        rl->host->response_header_set(req, names[tokens][0],
-                                      tokens ? rl->tpm_text : rl->rpm_text);
+        uint64_t used, const char *reset, size_t reset_len) {
+    if (limit == (tokens ? rl->tpm : rl->rpm))
+        set_header(rl, req, tokens, 0, tokens ? rl->tpm_text : rl->rpm_text,
+                   tokens ? rl->tpm_len : rl->rpm_len);
     else
-        set_num(rl, req, names[tokens][0], (uint64_t)limit);
-    set_num(rl, req, names[tokens][1],
+        set_num(rl, req, tokens, 0, (uint64_t)limit);
+    set_num(rl, req, tokens, 1,
             used < (uint64_t)limit ? (uint64_t)limit - used : 0);
-    rl->host->response_header_set(req, names[tokens][2],
-                                  rl_format_reset(reset, buf, sizeof(buf)));
+    set_header(rl, req, tokens, 2, reset, reset_len);
 }
 
 static sluice_verdict_t
@@ -711,10 +734,12 @@ on_request(void *instance, sluice_req_t *req) {
                 best_t = k->tpm, bt_used = u;
         }
     }
+    char rbuf[16];
+    size_t rlen = strlen(rl_format_reset(reset, rbuf, sizeof(rbuf)));
     if (best_r > 0)
-        headers(rl, req, 0, best_r, br_used, reset);
+        headers(rl, req, 0, best_r, br_used, rbuf, rlen);
     if (best_t > 0)
-        headers(rl, req, 1, best_t, bt_used, reset);
+        headers(rl, req, 1, best_t, bt_used, rbuf, rlen);
     if (refused)
         return refuse(rl, req, reset, what, lim, too_big);
 

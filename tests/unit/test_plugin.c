@@ -728,6 +728,10 @@ test_host_functions_refuse_the_wrong_phase(void **state) {
     struct sluice_req logp = {
         .pipe = p, .inst = &ps->insts[0], .phase = SLUICE_PHASE_LOG};
     assert_int_equal(h->response_header_set(&logp, "x-a", "b"), SLUICE_EPHASE);
+    sluice_header_name_t xa;
+    assert_int_equal(h->response_header_prepare(&xa, "x-a"), 0);
+    assert_int_equal(h->response_header_set_prepared(&logp, &xa, "b", 1),
+                     SLUICE_EPHASE);
     assert_int_equal(h->respond(&logp, 200, "{}", 2), SLUICE_EPHASE);
     fake_end(&f);
     sl_plugins_free(ps);
@@ -813,8 +817,62 @@ test_host_checks_response_headers_consumer_respond_and_metrics(void **state) {
                      SLUICE_EINVAL);
     assert_int_equal(h->response_header_set(&req, "x-a", "v\r\nx-b: 1"),
                      SLUICE_EINVAL);
+    /* Bad bytes anywhere in a long name or value, in or after the
+     * first eight. */
+    assert_int_equal(h->response_header_set(&req, "x-abcdefgh(ij", "v"),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->response_header_set(&req, "x-abcdefghijk\x80", "v"),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->response_header_set(&req, "x-a", "0123456789\x01"),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->response_header_set(&req, "x-a",
+                                            "01234\x7f"
+                                            "6789"),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->response_header_set(&req, "", "v"), SLUICE_EINVAL);
+    assert_true(f.r.plugin_headers == NULL ||
+                (strstr(f.r.plugin_headers, "x-abc") == NULL &&
+                 strstr(f.r.plugin_headers, "x-a:") == NULL));
     assert_int_equal(h->response_header_set(&req, "X-TGOOD", "again"), 0);
     assert_string_equal(f.r.plugin_headers, "X-TGOOD: again\r\n");
+    /* Any tchar, any case; UTF-8 and tabs in a value. */
+    assert_int_equal(h->response_header_set(&req, "x-Ab9!#$%&'*+.^_`|~",
+                                            "caf\xc3\xa9\tlong value here"),
+                     0);
+    assert_int_equal(h->response_header_set(&req, "X-AB9!#$%&'*+.^_`|~", "2"),
+                     0); /* the same name: replaced */
+    assert_string_equal(f.r.plugin_headers,
+                        "X-TGOOD: again\r\nX-AB9!#$%&'*+.^_`|~: 2\r\n");
+    /* '^' and '~' differ by the case bit only: two names. */
+    assert_int_equal(h->response_header_set(&req, "x-Ab9!#$%&'*+.~_`|^", "3"),
+                     0);
+    assert_non_null(strstr(f.r.plugin_headers, "x-Ab9!#$%&'*+.~_`|^: 3\r\n"));
+    assert_int_equal(h->response_header_set(&req, "X-AB9!#$%&'*+.^_`|~", "v"),
+                     0);
+    assert_int_equal(h->response_header_set(&req, "x-Ab9!#$%&'*+.~_`|^", "v"),
+                     0);
+    /* A name checked once, then set with a value of a given length. */
+    sluice_header_name_t hn = {0}, bad = {0};
+    assert_int_equal(h->response_header_set_prepared(&req, &bad, "v", 1),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->response_header_prepare(&bad, "Content-Type"),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->response_header_prepare(&bad, "bad name"),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->response_header_set_prepared(&req, &bad, "v", 1),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->response_header_prepare(&hn, "x-prepared"), 0);
+    assert_int_equal(h->response_header_set_prepared(&req, &hn, "12345", 2), 0);
+    assert_non_null(strstr(f.r.plugin_headers, "x-prepared: 12\r\n"));
+    assert_int_equal(h->response_header_set_prepared(&req, &hn, "a\0b", 3),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->response_header_set_prepared(&req, &hn, "a\nb", 3),
+                     SLUICE_EINVAL);
+    assert_int_equal(h->response_header_set(&req, "X-Prepared", "again"), 0);
+    assert_non_null(strstr(f.r.plugin_headers, "X-Prepared: again\r\n"));
+    assert_null(strstr(f.r.plugin_headers, "x-prepared: 12"));
+    f.r.pipe->nheaders = 1; /* back to X-TGOOD alone for what follows */
+    f.r.pipe->hlen = strlen("X-TGOOD: again\r\n");
     char name[16];
     for (int i = 1; i < SL_PIPE_MAX_HEADERS; i++) {
         snprintf(name, sizeof(name), "x-h%d", i);

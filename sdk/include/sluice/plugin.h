@@ -121,6 +121,16 @@ typedef struct sluice_host sluice_host_t;
  * (kv_handle). */
 typedef struct sluice_kv sluice_kv_t;
 
+/* A response header name checked once, at load, by the host's
+ * response_header_prepare: a plugin that sets the same headers on every
+ * request saves checking the names each time. Fill it only through
+ * prepare; it points at the name it was given. */
+typedef struct {
+    const char *name;
+    size_t len;
+    uint32_t checked; /* set by prepare; a zeroed one is refused */
+} sluice_header_name_t;
+
 /* ---- the config schema ------------------------------------------------- */
 
 typedef enum {
@@ -557,6 +567,20 @@ struct sluice_host {
      * caching. A few loads, no store transaction. SLUICE_EUNAVAIL without
      * a store. Phases: all. */
     int (*keys_version)(sluice_req_t *req, uint64_t *version);
+
+    /* -- response headers by a name checked once (since 1.1) ----------
+     * Checks `name` as response_header_set would (an HTTP token, not a
+     * header the gateway owns: SLUICE_EINVAL) and fills *h with it. *h
+     * keeps pointing at name: keep the string alive as long as *h is used
+     * (a string literal, or memory of the instance). Call it in create();
+     * no request needed, any thread. */
+    int (*response_header_prepare)(sluice_header_name_t *h, const char *name);
+    /* response_header_set with a prepared name and a value of len bytes
+     * (no NUL needed; copied). Same rules, errors and phases; SLUICE_EINVAL
+     * for an *h that prepare did not fill. */
+    int (*response_header_set_prepared)(sluice_req_t *req,
+                                        const sluice_header_name_t *h,
+                                        const char *value, size_t len);
 
     /* New entries go here, each with "since 1.N". */
 };
