@@ -244,6 +244,13 @@ cache_get(sl_metrics_t *m, const sl_request_t *r, const void *model) {
     const void *snap = r->snap;
     if (snap == NULL) /* nothing holds its config's pointers: no cache */
         return NULL;
+    /* A Lua sub-request's route lives in its own arena: its address may
+     * come back for another route once that is freed. Only the config's
+     * routes are keys. */
+    uintptr_t rt = (uintptr_t)r->route, first = (uintptr_t)r->cfg->routes;
+    if (r->route != NULL &&
+        (rt < first || rt >= first + r->cfg->nroutes * sizeof(sl_route_t)))
+        return NULL;
     if (m->cache == NULL && (m->cache = calloc(1, sizeof(*m->cache))) == NULL)
         return NULL;
     uint64_t gen = r->snap->generation;

@@ -131,6 +131,33 @@ def test_after_a_reload_requests_count_under_the_new_config_names(gateway):
         == 2
 
 
+def test_lua_sub_requests_count_under_their_own_route(gateway, tmp_path):
+    # A script's model call is a request of its own, on a route made for
+    # it ("lua:" and the script's route): two routes' calls never mix.
+    script = tmp_path / "sub.lua"
+    script.write_text("""
+return {on_request = function(ctx)
+  local a, err = sluice.llm.chat{model = "gpt-test", prompt = "sub call"}
+  assert(a, err)
+  sluice.respond(200, {text = a.text})
+end}
+""")
+    gw = admin_gateway(gateway, workers=1, extra={"routes": [
+        {"path": "/a", "kind": "chat", "lua": str(script)},
+        {"path": "/b", "kind": "chat", "lua": str(script)},
+        {"path": "/healthz"}]})
+    for path in ["/a", "/b", "/a", "/b", "/b"]:
+        r = http(gw.port, "POST", path, chat_body("x"),
+                 {"Content-Type": "application/json"})
+        assert r.status == 200, r
+    key = ('sluice_requests_total{route="lua:%s",model="gpt-test",'
+           'provider="upstream",status="200"}')
+    s = settled(gw, key % "/b", 3)
+    assert s.get(key % "/a") == 2, \
+        {k: v for k, v in s.items() if "requests" in k}
+    assert s.get(key % "/b") == 3
+
+
 def test_metrics_can_be_turned_off(gateway):
     gw = admin_gateway(gateway, extra={"metrics": False})
     assert chat(gw.port, "x").status == 200
