@@ -771,10 +771,8 @@ h_consumer_set(sluice_req_t *req, const char *id) {
     PHASE(req, P_REQ);
     if (id == NULL)
         return SLUICE_EINVAL;
-    size_t n = 0;
-    while (pchar[(unsigned char)id[n]])
-        n++;
-    if (n == 0 || n > 256 || id[n] != '\0')
+    size_t n = strlen(id);
+    if (n == 0 || n > 256 || !all_in(id, n, pchar, plain_value8))
         return SLUICE_EINVAL;
     char *copy = sl_arena_strndup(A(req), id, n);
     if (copy == NULL)
@@ -1165,13 +1163,11 @@ h_attr_set(sluice_req_t *req, const char *name, const char *value) {
     sl_pipe_t *p = req->pipe;
     if (name == NULL || value == NULL)
         return SLUICE_EINVAL;
-    size_t nlen = 0, vlen = 0;
+    size_t nlen = 0, vlen = strlen(value);
     while (achar[(unsigned char)name[nlen]])
         nlen++;
-    while (pchar[(unsigned char)value[vlen]])
-        vlen++;
     if (nlen == 0 || nlen > 64 || name[nlen] != '\0' || vlen > 1024 ||
-        value[vlen] != '\0')
+        !all_in(value, vlen, pchar, plain_value8))
         return SLUICE_EINVAL;
     size_t slot = p->nattrs;
     for (size_t i = 0; i < p->nattrs; i++)
@@ -1218,11 +1214,11 @@ h_attr_get(sluice_req_t *req, const char *name, const char **value) {
         return SLUICE_EINVAL;
     sl_pipe_t *p = req->pipe;
     for (size_t i = 0; i < p->nattrs; i++)
-        if (strcmp(p->aname[i], name) == 0) {
+        if (p->aname[i][0] == name[0] && strcmp(p->aname[i], name) == 0) {
             *value = p->avalue[i];
             return SLUICE_OK;
         }
-    if (strncmp(name, "lua.", 4) == 0)
+    if (name[0] == 'l' && strncmp(name, "lua.", 4) == 0)
         return lua_var(req, name + 4, value);
     return SLUICE_ENOTFOUND;
 }
