@@ -5,6 +5,9 @@
 #include "../lua/host.h"
 #include "error.h"
 #include "pipeline.h"
+#include "plugin.h"
+#include "pricing.h"
+#include "snapshot.h"
 #include "providers/provider.h"
 #include "router.h"
 #include "worker.h"
@@ -48,15 +51,72 @@ sl_call_take_usage(sl_call_t *k, const cJSON *usage)
         r->reasoning_tokens = (long)n->valuedouble;
 }
 
+int
+sl_call_take_answer(sl_call_t *k, const char *text, size_t len,
+                    int *choices_empty)
+{
+    sl_usage_facts_t u;
+    if (sl_usage_scan(text, len, &u) != 0) {
+        cJSON *j = cJSON_ParseWithLength(text, len);
+        if (!cJSON_IsObject(j)) {
+            cJSON_Delete(j);
+            return -1;
+        }
+        sl_usage_of(j, &u);
+        cJSON_Delete(j);
+    }
+    if (choices_empty != NULL)
+        *choices_empty = u.choices_empty;
+    if (!u.usage)
+        return 0;
+    sl_request_t *r = k->r;
+    if (u.has & SL_USAGE_PROMPT)
+        r->prompt_tokens = u.prompt;
+    if (u.has & SL_USAGE_COMPLETION)
+        r->completion_tokens = u.completion;
+    if (u.has & SL_USAGE_TOTAL)
+        r->total_tokens = u.total;
+    if (u.has & SL_USAGE_CACHED)
+        r->cached_tokens = u.cached;
+    if (u.has & SL_USAGE_REASONING)
+        r->reasoning_tokens = u.reasoning;
+    return 0;
+}
+
+/* Appends s to p; returns the end. */
+static char *
+put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
 const char *
 sl_call_success_headers(sl_call_t *k)
 {
-    return sl_arena_printf(k->r->arena,
-                           "x-sluice-provider: %s\r\n"
-                           "x-sluice-model: %s\r\n"
-                           "x-sluice-attempts: %d\r\n",
-                           k->target->provider->name, k->target->model,
-                           k->attempts);
+    static const char h1[] = "x-sluice-provider: ", h2[] =
+        "\r\nx-sluice-model: ", h3[] = "\r\nx-sluice-attempts: ";
+    const char *prov = k->target->provider->name, *model = k->target->model;
+    size_t np = strlen(prov), nm = strlen(model);
+    char num[16], *d = num + sizeof(num);
+    unsigned a = k->attempts > 0 ? (unsigned)k->attempts : 0;
+    do
+        *--d = (char)('0' + a % 10);
+    while ((a /= 10) != 0);
+    size_t nn = (size_t)(num + sizeof(num) - d);
+    char *out = sl_arena_alloc(k->r->arena, sizeof(h1) + sizeof(h2) +
+                                                sizeof(h3) + np + nm + nn);
+    if (out == NULL)
+        return NULL;
+    char *p = put(out, h1, sizeof(h1) - 1);
+    p = put(p, prov, np);
+    p = put(p, h2, sizeof(h2) - 1);
+    p = put(p, model, nm);
+    p = put(p, h3, sizeof(h3) - 1);
+    p = put(p, d, nn);
+    p = put(p, "\r\n", 2);
+    *p = '\0';
+    return out;
 }
 
 /* Skips JSON white space. */
@@ -232,6 +292,7 @@ text_of(sl_arena_t *a, const cJSON *content)
 const char *
 sl_call_last_user_text(sl_call_t *k)
 {
+    /* Its callers (the mock, plugins) run with the tree decoded. */
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(k->json, "messages");
     const cJSON *last = NULL, *m;
     cJSON_ArrayForEach(m, msgs)
@@ -244,33 +305,6 @@ sl_call_last_user_text(sl_call_t *k)
         return NULL;
     return text_of(k->r->arena,
                    cJSON_GetObjectItemCaseSensitive(last, "content"));
-}
-
-static int
-validate_messages(sl_request_t *r, const cJSON *msgs)
-{
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
-        sl_response_error(r, 400,
-                          "'messages' must be a non-empty array of messages",
-                          "invalid_messages");
-        return -1;
-    }
-    int i = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, msgs)
-    {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        if (!cJSON_IsObject(m) || !cJSON_IsString(role)) {
-            char msg[128];
-            snprintf(msg, sizeof(msg),
-                     "messages[%d] must be an object with a string 'role'",
-                     i);
-            sl_response_error(r, 400, msg, "invalid_messages");
-            return -1;
-        }
-        i++;
-    }
-    return 0;
 }
 
 int
@@ -305,43 +339,122 @@ sl_call_reroute(sl_call_t *k)
     return 0;
 }
 
+cJSON *
+sl_call_json(sl_call_t *k)
+{
+    if (k->json != NULL)
+        return k->json;
+    sl_request_t *r = k->r;
+    /* The scanner took this body, so cJSON takes it too: NULL is OOM. */
+    cJSON *json = cJSON_ParseWithLength(r->body, r->body_len);
+    if (json == NULL || sl_arena_cleanup_add(r->arena, free_json, json) != 0) {
+        cJSON_Delete(json);
+        sl_response_error(r, 503, "out of memory", "server_busy");
+        return NULL;
+    }
+    k->json = json;
+    return json;
+}
+
+/* Reads the body: in place when the scanner takes it and no tree is
+ * wanted anyway, else through cJSON (whose verdict on what is valid then
+ * stands). Answers and returns -1 when it is not a JSON object. */
+static int
+read_body(sl_request_t *r, int tree, sl_chat_facts_t *f, cJSON **json)
+{
+    *json = NULL;
+    if (!tree && sl_chat_scan(r->body, r->body_len, f) == 0) {
+        if (f->model_escaped) { /* decoded as cJSON decodes it */
+            cJSON *s = cJSON_ParseWithLength(f->model_at, f->model_at_len);
+            if (s == NULL ||
+                sl_arena_cleanup_add(r->arena, free_json, s) != 0) {
+                cJSON_Delete(s);
+                sl_response_error(r, 503, "out of memory", "server_busy");
+                return -1;
+            }
+            f->model_str = s->valuestring;
+            f->model_len = strlen(s->valuestring);
+        }
+        return 0;
+    }
+    cJSON *j = cJSON_ParseWithLength(r->body, r->body_len);
+    if (j == NULL) {
+        sl_response_error(r, 400, "the request body is not valid JSON",
+                          "invalid_json");
+        return -1;
+    }
+    if (sl_arena_cleanup_add(r->arena, free_json, j) != 0) {
+        cJSON_Delete(j);
+        sl_response_error(r, 503, "out of memory", "server_busy");
+        return -1;
+    }
+    if (!cJSON_IsObject(j)) {
+        sl_response_error(r, 400, "the request body must be a JSON object",
+                          "invalid_request");
+        return -1;
+    }
+    sl_chat_facts_of(j, f);
+    *json = j;
+    return 0;
+}
+
+static int
+check_messages(sl_request_t *r, const sl_chat_facts_t *f)
+{
+    if (f->messages != SL_JSON_ARRAY || f->nmessages == 0) {
+        sl_response_error(r, 400,
+                          "'messages' must be a non-empty array of messages",
+                          "invalid_messages");
+        return -1;
+    }
+    if (f->bad_message >= 0) {
+        char msg[128];
+        snprintf(msg, sizeof(msg),
+                 "messages[%ld] must be an object with a string 'role'",
+                 f->bad_message);
+        sl_response_error(r, 400, msg, "invalid_messages");
+        return -1;
+    }
+    return 0;
+}
+
+/* Plugins, scripts and budgets read the request as a tree: it is decoded
+ * before they run when the route or the config has any. */
+static int
+call_wants_tree(const sl_request_t *r, int route_plugins)
+{
+    if (r->snap->lua != NULL ||
+        (r->cfg->usage != NULL && r->cfg->usage->nbudgets > 0))
+        return 1;
+    return route_plugins &&
+           sl_plugins_route(r->snap->plugins,
+                            (size_t)(r->route - r->cfg->routes)) != NULL;
+}
+
 /* Decodes and checks what every model endpoint needs; answers the client
  * itself and returns NULL when the request is not acceptable. */
 static void call_end(void *arg);
 
 static sl_call_t *
-call_new(sl_request_t *r, sl_call_kind_t kind)
+call_new(sl_request_t *r, sl_call_kind_t kind, int tree)
 {
     if (r->body_len == 0) {
         sl_response_error(r, 400, "the request body is empty; send JSON",
                           "invalid_json");
         return NULL;
     }
-    cJSON *json = cJSON_ParseWithLength(r->body, r->body_len);
-    if (json == NULL) {
-        sl_response_error(r, 400, "the request body is not valid JSON",
-                          "invalid_json");
+    sl_chat_facts_t f;
+    cJSON *json;
+    if (read_body(r, tree, &f, &json) != 0)
         return NULL;
-    }
-    if (sl_arena_cleanup_add(r->arena, free_json, json) != 0) {
-        cJSON_Delete(json);
-        sl_response_error(r, 503, "out of memory", "server_busy");
-        return NULL;
-    }
-    if (!cJSON_IsObject(json)) {
-        sl_response_error(r, 400, "the request body must be a JSON object",
-                          "invalid_request");
-        return NULL;
-    }
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(json, "model");
-    if (!cJSON_IsString(model) || model->valuestring[0] == '\0') {
+    if (f.model != SL_JSON_STRING || f.model_len == 0 ||
+        f.model_str[0] == '\0') {
         sl_response_error(r, 400, "you must provide a 'model' string",
                           "missing_model");
         return NULL;
     }
     /* A copy: adapters may replace the JSON item (and free its string). */
-    r->model = sl_arena_strndup(r->arena, model->valuestring,
-                                strlen(model->valuestring));
+    r->model = sl_arena_strndup(r->arena, f.model_str, f.model_len);
     sl_call_t *k = sl_arena_calloc(r->arena, sizeof(*k));
     if (k == NULL || r->model == NULL) {
         sl_response_error(r, 503, "out of memory", "server_busy");
@@ -350,30 +463,25 @@ call_new(sl_request_t *r, sl_call_kind_t kind)
     k->r = r;
     k->kind = kind;
     k->json = json;
+    k->facts = f;
+    k->scanned = f.close != NULL ? r->body : NULL;
     if (kind == SL_CALL_CHAT) {
-        if (validate_messages(
-                r, cJSON_GetObjectItemCaseSensitive(json, "messages")) != 0)
+        if (check_messages(r, &f) != 0)
             return NULL;
-        const cJSON *stream = cJSON_GetObjectItemCaseSensitive(json, "stream");
-        if (stream != NULL && !cJSON_IsBool(stream) && !cJSON_IsNull(stream)) {
+        if (f.stream != SL_JSON_NONE && f.stream != SL_JSON_TRUE &&
+            f.stream != SL_JSON_FALSE && f.stream != SL_JSON_NULL) {
             sl_response_error(r, 400, "'stream' must be a boolean",
                               "invalid_request");
             return NULL;
         }
-        k->stream = cJSON_IsTrue(stream);
-        const cJSON *so =
-            cJSON_GetObjectItemCaseSensitive(json, "stream_options");
-        k->client_usage = cJSON_IsTrue(
-            cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
-    } else {
-        const cJSON *input = cJSON_GetObjectItemCaseSensitive(json, "input");
-        if (!cJSON_IsString(input) &&
-            !(cJSON_IsArray(input) && cJSON_GetArraySize(input) > 0)) {
-            sl_response_error(r, 400,
-                              "'input' must be a string or a non-empty array",
-                              "invalid_input");
-            return NULL;
-        }
+        k->stream = f.stream == SL_JSON_TRUE;
+        k->client_usage = f.include_usage;
+    } else if (f.input != SL_JSON_STRING &&
+               !(f.input == SL_JSON_ARRAY && f.ninput > 0)) {
+        sl_response_error(r, 400,
+                          "'input' must be a string or a non-empty array",
+                          "invalid_input");
+        return NULL;
     }
     if (sl_call_reroute(k) != 0)
         return NULL;
@@ -454,6 +562,10 @@ attempt(sl_call_t *k)
         r->attempts = k->attempts;
         if (k->held != NULL)
             evbuffer_drain(k->held, evbuffer_get_length(k->held));
+        /* Adapters other than OpenAI's encode the request from the tree. */
+        if (t->provider->type != SL_PROVIDER_OPENAI &&
+            t->provider->type != SL_PROVIDER_AZURE && sl_call_json(k) == NULL)
+            return;
         switch (t->provider->type) {
         case SL_PROVIDER_MOCK:
             sl_mock_start(k);
@@ -565,7 +677,7 @@ sl_call_attempt(sl_call_t *k)
 void
 sl_proxy_chat(sl_request_t *r)
 {
-    sl_call_t *k = call_new(r, SL_CALL_CHAT);
+    sl_call_t *k = call_new(r, SL_CALL_CHAT, call_wants_tree(r, 1));
     if (k != NULL && sl_pipeline_request(r, k) == 0 &&
         sl_budget_admit(r, k) == 0 && sl_lua_request(r, k) == 0)
         attempt(k);
@@ -574,7 +686,7 @@ sl_proxy_chat(sl_request_t *r)
 void
 sl_proxy_subcall(sl_request_t *r)
 {
-    sl_call_t *k = call_new(r, SL_CALL_CHAT);
+    sl_call_t *k = call_new(r, SL_CALL_CHAT, call_wants_tree(r, 0));
     if (k != NULL && sl_budget_admit(r, k) == 0)
         attempt(k);
 }
@@ -582,7 +694,7 @@ sl_proxy_subcall(sl_request_t *r)
 void
 sl_proxy_embeddings(sl_request_t *r)
 {
-    sl_call_t *k = call_new(r, SL_CALL_EMBEDDINGS);
+    sl_call_t *k = call_new(r, SL_CALL_EMBEDDINGS, call_wants_tree(r, 1));
     if (k != NULL && sl_pipeline_request(r, k) == 0 &&
         sl_budget_admit(r, k) == 0)
         attempt(k);

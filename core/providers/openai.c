@@ -31,24 +31,28 @@ free_sse(void *p)
     sl_sse_free(p);
 }
 
-/* Rewrites what the provider must see differently from the client: the
- * model name, and a request for usage in streams so accounting is exact.
- * Returns 1 when the JSON changed. */
+/* Rewrites what the provider must see differently from the client in the
+ * tree: the model name, and a request for usage in streams so accounting
+ * is exact. Returns 1 when the JSON changed, 0 when not, -2 when the
+ * client has been answered (out of memory). */
 static int
-rewrite_body(sl_call_t *k)
+rewrite_tree(sl_call_t *k)
 {
     int changed = 0;
-    cJSON *model = cJSON_GetObjectItemCaseSensitive(k->json, "model");
+    cJSON *json = sl_call_json(k);
+    if (json == NULL)
+        return -2;
+    cJSON *model = cJSON_GetObjectItemCaseSensitive(json, "model");
     if (strcmp(model->valuestring, k->target->model) != 0) {
         cJSON_ReplaceItemInObjectCaseSensitive(
-            k->json, "model", cJSON_CreateString(k->target->model));
+            json, "model", cJSON_CreateString(k->target->model));
         changed = 1;
     }
     if (k->stream && !k->client_usage) {
-        cJSON *so = cJSON_GetObjectItemCaseSensitive(k->json, "stream_options");
+        cJSON *so = cJSON_GetObjectItemCaseSensitive(json, "stream_options");
         if (!cJSON_IsObject(so)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(k->json, "stream_options");
-            so = cJSON_AddObjectToObject(k->json, "stream_options");
+            cJSON_DeleteItemFromObjectCaseSensitive(json, "stream_options");
+            so = cJSON_AddObjectToObject(json, "stream_options");
         }
         cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
         cJSON_AddTrueToObject(so, "include_usage");
@@ -57,7 +61,85 @@ rewrite_body(sl_call_t *k)
     return changed;
 }
 
-/* Finds a non-null "usage" object without decoding the whole event: most
+static const char usage_member[] = ",\"stream_options\":{\"include_usage\":true}";
+
+/* The same rewrite made in the client's bytes, which stay as they are
+ * around it: the model's text replaced, the stream_options member added
+ * last (where cJSON adds it). Sets *body and *len; returns 0, 1 when the
+ * tree must do it (the client sent stream_options of its own, or a
+ * script or plugin replaced the body), -1 when out of memory. */
+static int
+rewrite_bytes(sl_call_t *k, const char **body, size_t *len)
+{
+    sl_request_t *r = k->r;
+    const sl_chat_facts_t *f = &k->facts;
+    if (k->scanned == NULL || k->scanned != r->body)
+        return 1;
+    int model = strcmp(r->model, k->target->model) != 0;
+    int usage = k->stream && !k->client_usage;
+    if (usage && f->stream_options != SL_JSON_NONE)
+        return 1;
+    if (!model && !usage)
+        return 0;
+    const char *tm = k->target->model;
+    size_t tl = strlen(tm);
+    size_t esc = model ? sl_json_escape(NULL, 0, 0, tm, tl) : 0;
+    size_t cap = r->body_len + esc + 2 + sizeof(usage_member);
+    char *out = sl_arena_alloc(r->arena, cap), *p = out;
+    if (out == NULL)
+        return -1;
+    const char *b = r->body, *mid = b, *close = f->close;
+    if (model) {
+        size_t head = (size_t)(f->model_at - b);
+        memcpy(p, b, head);
+        p += head;
+        *p++ = '"';
+        sl_json_escape(p, esc + 1, 0, tm, tl);
+        p += esc;
+        *p++ = '"';
+        mid = f->model_at + f->model_at_len;
+    }
+    memcpy(p, mid, (size_t)(close - mid));
+    p += close - mid;
+    if (usage) {
+        memcpy(p, usage_member, sizeof(usage_member) - 1);
+        p += sizeof(usage_member) - 1;
+    }
+    size_t tail = (size_t)(b + r->body_len - close);
+    memcpy(p, close, tail);
+    p += tail;
+    *p = '\0';
+    *body = out;
+    *len = (size_t)(p - out);
+    return 0;
+}
+
+/* What the provider gets: the client's bytes when nothing changes. 0, -1
+ * when out of memory, -2 when the client has been answered. */
+static int
+upstream_body(sl_call_t *k, const char **body, size_t *len)
+{
+    sl_request_t *r = k->r;
+    *body = r->body;
+    *len = r->body_len;
+    int rc = rewrite_bytes(k, body, len);
+    if (rc <= 0)
+        return rc;
+    rc = rewrite_tree(k);
+    if (rc <= 0)
+        return rc;
+    char *printed = cJSON_PrintUnformatted(k->json);
+    if (printed == NULL ||
+        sl_arena_cleanup_add(r->arena, free_str, printed) != 0) {
+        free(printed);
+        return -1;
+    }
+    *body = printed;
+    *len = strlen(printed);
+    return 0;
+}
+
+/* Finds a non-null "usage" object without reading the whole event: most
  * stream events carry none. */
 static int
 has_usage_object(const char *data, size_t len)
@@ -89,20 +171,11 @@ on_event(void *ud, const char *event, size_t event_len, const char *data,
         k->want_pause |= sl_call_forward(k, data, len);
         return 0;
     }
-    if (has_usage_object(data, len)) {
-        cJSON *j = cJSON_ParseWithLength(data, len);
-        if (j != NULL) {
-            sl_call_take_usage(k, cJSON_GetObjectItemCaseSensitive(j, "usage"));
-            const cJSON *choices =
-                cJSON_GetObjectItemCaseSensitive(j, "choices");
-            int usage_only =
-                cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0;
-            cJSON_Delete(j);
-            /* We asked for it; a client that did not never sees it. */
-            if (usage_only && !k->client_usage)
-                return 0;
-        }
-    }
+    int usage_only = 0;
+    if (has_usage_object(data, len) &&
+        sl_call_take_answer(k, data, len, &usage_only) == 0 && usage_only &&
+        !k->client_usage)
+        return 0; /* we asked for it; a client that did not never sees it */
     k->want_pause |= sl_call_forward(k, data, len);
     return 0;
 }
@@ -237,18 +310,14 @@ on_done(void *ud, int result, int status, const char *why)
         return;
     }
     size_t n = evbuffer_get_length(k->body);
-    cJSON *j = n ? cJSON_ParseWithLength(
-                       (const char *)evbuffer_pullup(k->body, -1), n)
-                 : NULL;
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
+    if (n == 0 ||
+        sl_call_take_answer(k, (const char *)evbuffer_pullup(k->body, -1), n,
+                            NULL) != 0) {
         sl_response_error(r, 502,
                           "the upstream sent a body that is not JSON",
                           "upstream_bad_response");
         return;
     }
-    sl_call_take_usage(k, cJSON_GetObjectItemCaseSensitive(j, "usage"));
-    cJSON_Delete(j);
     sl_response_send_buffer(r, 200, "application/json",
                             sl_call_success_headers(k), k->body);
 }
@@ -281,18 +350,13 @@ sl_openai_start(sl_call_t *k)
     const sl_provider_t *p = k->target->provider;
     const sl_snapshot_t *snap = r->snap;
     size_t idx = (size_t)(p - r->cfg->providers);
-    const char *body = r->body;
-    size_t len = r->body_len;
-    if (rewrite_body(k)) {
-        char *printed = cJSON_PrintUnformatted(k->json);
-        if (printed == NULL ||
-            sl_arena_cleanup_add(r->arena, free_str, printed) != 0) {
-            free(printed);
+    const char *body;
+    size_t len;
+    int rc = upstream_body(k, &body, &len);
+    if (rc != 0) {
+        if (rc == -1)
             sl_response_error(r, 503, "out of memory", "server_busy");
-            return;
-        }
-        body = printed;
-        len = strlen(printed);
+        return;
     }
     /* Per-attempt state: a retry starts clean. */
     k->sse_on = k->done_seen = k->want_pause = 0;

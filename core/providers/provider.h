@@ -5,6 +5,7 @@
 #define SL_PROVIDER_H
 
 #include "../balancer.h"
+#include "../chat_scan.h"
 #include "../request.h"
 #include "../sse.h"
 #include "../upstream.h"
@@ -29,7 +30,11 @@ typedef struct sl_call {
     uint64_t deadline;   /* monotonic us by which attempts must start; 0 */
     struct event *retry_timer;
     struct evbuffer *held; /* the stream preamble, until the commit point */
-    cJSON *json;        /* the client's body, decoded once */
+    /* The client's body, decoded once, or NULL until something asks for it
+     * (sl_call_json): a pass-through call reads what it needs in place. */
+    cJSON *json;
+    sl_chat_facts_t facts; /* what call_new read of the body */
+    const char *scanned;   /* the body the facts point into; NULL if none */
     int stream;         /* the client asked for a stream */
     int client_usage;   /* ...with stream_options.include_usage */
 
@@ -75,8 +80,17 @@ int sl_call_reroute(sl_call_t *k);
 void sl_call_attempt(sl_call_t *k);
 
 /* Shared by adapters (proxy.c). */
+/* The client's body as a cJSON tree, decoded on first use; NULL (and the
+ * client answered 503) when out of memory. Adapters that do not send the
+ * client's bytes through, plugins and scripts need it. */
+cJSON *sl_call_json(sl_call_t *k);
 /* Reads an OpenAI `usage` object into the request's counters. */
 void sl_call_take_usage(sl_call_t *k, const cJSON *usage);
+/* Reads the usage of an OpenAI answer or stream event (text) into the
+ * request's counters; *choices_empty (may be NULL) tells a usage-only
+ * event. 0, or -1 when text is not a JSON object. */
+int sl_call_take_answer(sl_call_t *k, const char *text, size_t len,
+                        int *choices_empty);
 /* The headers every successful model answer carries. */
 const char *sl_call_success_headers(sl_call_t *k);
 /* Forwards one OpenAI-shaped SSE data payload to the client, starting the

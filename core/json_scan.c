@@ -1,0 +1,360 @@
+/* Strict JSON, walked in place (see json_scan.h for what it refuses and
+ * why refusing is always safe). */
+#include "json_scan.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* cJSON copies at most 63 characters of a number before strtod: a longer
+ * one does not parse there, so it must not parse here. */
+#define SL_JSON_MAX_NUMBER 63
+
+static const char *
+skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+static int
+hex4(const char *p, const char *end, unsigned *out)
+{
+    unsigned v = 0;
+    if (end - p < 4)
+        return -1;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = (unsigned char)p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            v |= c - 'A' + 10;
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* p is just past the opening quote; returns the byte after the closing
+ * one, or NULL. Surrogates must pair up: cJSON refuses a lone one. */
+static const char *
+scan_string(const char *p, const char *end, int *escaped)
+{
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"')
+            return p + 1;
+        if (c < 0x20)
+            return NULL;
+        if (c != '\\') {
+            p++;
+            continue;
+        }
+        *escaped = 1;
+        if (++p >= end)
+            return NULL;
+        switch (*p) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't': p++; continue;
+        case 'u': break;
+        default: return NULL;
+        }
+        unsigned u, lo;
+        if (hex4(p + 1, end, &u) != 0)
+            return NULL;
+        p += 5;
+        if (u >= 0xDC00 && u <= 0xDFFF)
+            return NULL;
+        if (u >= 0xD800 && u <= 0xDBFF) {
+            if (end - p < 6 || p[0] != '\\' || p[1] != 'u' ||
+                hex4(p + 2, end, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF)
+                return NULL;
+            p += 6;
+        }
+    }
+    return NULL;
+}
+
+static const char *
+scan_number(const char *p, const char *end)
+{
+    const char *s = p;
+    if (p < end && *p == '-')
+        p++;
+    if (p >= end)
+        return NULL;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    } else {
+        return NULL;
+    }
+    if (p < end && *p == '.') {
+        const char *d = ++p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == d)
+            return NULL;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        const char *d = p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == d)
+            return NULL;
+    }
+    return p - s > SL_JSON_MAX_NUMBER ? NULL : p;
+}
+
+static const char *
+scan_word(const char *p, const char *end, const char *w, size_t n)
+{
+    return (size_t)(end - p) >= n && memcmp(p, w, n) == 0 ? p + n : NULL;
+}
+
+/* One scalar at p (no white space before it): its end, or NULL. */
+static const char *
+scan_scalar(const char *p, const char *end, sl_json_type_t *type,
+            int *escaped)
+{
+    switch (*p) {
+    case '"': *type = SL_JSON_STRING; return scan_string(p + 1, end, escaped);
+    case 't': *type = SL_JSON_TRUE; return scan_word(p, end, "true", 4);
+    case 'f': *type = SL_JSON_FALSE; return scan_word(p, end, "false", 5);
+    case 'n': *type = SL_JSON_NULL; return scan_word(p, end, "null", 4);
+    default: *type = SL_JSON_NUMBER; return scan_number(p, end);
+    }
+}
+
+/* The object or array at p, through its closing bracket: its end or NULL.
+ * Iterative, with the brackets still open on a small stack. */
+static const char *
+scan_container(const char *p, const char *end, int depth)
+{
+    char stack[SL_JSON_MAX_DEPTH];
+    int top = 0, esc;
+    sl_json_type_t t;
+    for (;;) { /* p is on an opening bracket */
+        if (depth + top >= SL_JSON_MAX_DEPTH)
+            return NULL;
+        stack[top++] = *p == '{' ? '}' : ']';
+        p = skip_ws(p + 1, end);
+        if (p >= end || *p != stack[top - 1])
+            goto item;
+        p++;
+        if (--top == 0)
+            return p;
+    after: /* a value ended inside stack[top - 1] */
+        p = skip_ws(p, end);
+        if (p >= end)
+            return NULL;
+        if (*p == ',') {
+            p = skip_ws(p + 1, end);
+            goto item;
+        }
+        if (*p != stack[top - 1])
+            return NULL;
+        p++;
+        if (--top == 0)
+            return p;
+        goto after;
+    item:
+        if (stack[top - 1] == '}') {
+            if (p >= end || *p != '"' ||
+                (p = scan_string(p + 1, end, &esc)) == NULL)
+                return NULL;
+            p = skip_ws(p, end);
+            if (p >= end || *p != ':')
+                return NULL;
+            p = skip_ws(p + 1, end);
+        }
+        if (p >= end)
+            return NULL;
+        if (*p == '{' || *p == '[')
+            continue;
+        if ((p = scan_scalar(p, end, &t, &esc)) == NULL)
+            return NULL;
+        goto after;
+    }
+}
+
+void
+sl_jscan_init(sl_jscan_t *s, const char *text, size_t len)
+{
+    s->p = text;
+    s->end = text + len;
+    s->depth = 0;
+}
+
+int
+sl_jscan_peek(sl_jscan_t *s)
+{
+    s->p = skip_ws(s->p, s->end);
+    if (s->p >= s->end)
+        return -1;
+    switch (*s->p) {
+    case '{': return SL_JSON_OBJECT;
+    case '[': return SL_JSON_ARRAY;
+    case '"': return SL_JSON_STRING;
+    case 't': return SL_JSON_TRUE;
+    case 'f': return SL_JSON_FALSE;
+    case 'n': return SL_JSON_NULL;
+    default:
+        return *s->p == '-' || (*s->p >= '0' && *s->p <= '9') ? SL_JSON_NUMBER
+                                                               : -1;
+    }
+}
+
+int
+sl_jscan_enter(sl_jscan_t *s)
+{
+    int t = sl_jscan_peek(s);
+    if ((t != SL_JSON_OBJECT && t != SL_JSON_ARRAY) ||
+        s->depth + 1 >= SL_JSON_MAX_DEPTH)
+        return -1;
+    s->p++;
+    s->depth++;
+    return 0;
+}
+
+/* Before the next item of a container: 1 when there is one (the comma
+ * consumed), 0 after the closing bracket. */
+static int
+next_item(sl_jscan_t *s, size_t *n, char close)
+{
+    const char *p = skip_ws(s->p, s->end);
+    if (p >= s->end)
+        return -1;
+    if (*p == close) {
+        s->p = p + 1;
+        s->depth--;
+        return 0;
+    }
+    if (*n > 0) {
+        if (*p != ',')
+            return -1;
+        p = skip_ws(p + 1, s->end);
+    }
+    (*n)++;
+    s->p = p;
+    return 1;
+}
+
+int
+sl_jscan_member(sl_jscan_t *s, size_t *n, const char **key, size_t *klen)
+{
+    int rc = next_item(s, n, '}');
+    if (rc <= 0)
+        return rc;
+    const char *p = s->p;
+    int esc = 0;
+    if (p >= s->end || *p != '"')
+        return -1;
+    const char *k = p + 1;
+    if ((p = scan_string(k, s->end, &esc)) == NULL || esc)
+        return -1; /* a key with escapes could name anything: cJSON's turn */
+    *key = k;
+    *klen = (size_t)(p - 1 - k);
+    p = skip_ws(p, s->end);
+    if (p >= s->end || *p != ':')
+        return -1;
+    s->p = skip_ws(p + 1, s->end);
+    return 1;
+}
+
+int
+sl_jscan_element(sl_jscan_t *s, size_t *n)
+{
+    return next_item(s, n, ']');
+}
+
+int
+sl_jscan_value(sl_jscan_t *s, sl_jval_t *v)
+{
+    const char *p = skip_ws(s->p, s->end), *e;
+    sl_json_type_t t;
+    int esc = 0;
+    if (p >= s->end)
+        return -1;
+    if (*p == '{' || *p == '[') {
+        t = *p == '{' ? SL_JSON_OBJECT : SL_JSON_ARRAY;
+        e = scan_container(p, s->end, s->depth);
+    } else {
+        e = scan_scalar(p, s->end, &t, &esc);
+    }
+    if (e == NULL)
+        return -1;
+    if (v != NULL) {
+        v->type = t;
+        v->start = p;
+        v->len = (size_t)(e - p);
+        v->escaped = esc;
+    }
+    s->p = e;
+    return 0;
+}
+
+int
+sl_jscan_finish(sl_jscan_t *s)
+{
+    s->p = skip_ws(s->p, s->end);
+    return s->p == s->end && s->depth == 0 ? 0 : -1;
+}
+
+int
+sl_json_long(const sl_jval_t *v, long *out)
+{
+    if (v->type != SL_JSON_NUMBER || v->len == 0)
+        return -1;
+    const char *p = v->start, *end = v->start + v->len;
+    int neg = *p == '-';
+    p += neg;
+    /* Up to 15 digits a double holds exactly: no strtod needed. */
+    if (end - p <= 15) {
+        long n = 0;
+        const char *q = p;
+        while (q < end && *q >= '0' && *q <= '9')
+            n = n * 10 + (*q++ - '0');
+        if (q == end) {
+            *out = neg ? -n : n;
+            return 0;
+        }
+    }
+    char buf[SL_JSON_MAX_NUMBER + 1];
+    memcpy(buf, v->start, v->len);
+    buf[v->len] = '\0';
+    double d = strtod(buf, NULL);
+    /* cJSON's number is this double; a cast out of range is undefined, so
+     * clamp where cJSON's valueint does. */
+    if (d >= (double)LONG_MAX)
+        *out = LONG_MAX;
+    else if (d <= (double)LONG_MIN)
+        *out = LONG_MIN;
+    else
+        *out = (long)d;
+    return 0;
+}
+
+int
+sl_json_key_is(const char *key, size_t klen, const char *name)
+{
+    size_t n = strlen(name);
+    return klen == n && memcmp(key, name, n) == 0;
+}
