@@ -17,6 +17,7 @@
 #include "usage.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <openssl/err.h>
 #include <event2/buffer.h>
 #include <stdio.h>
@@ -189,52 +190,110 @@ request_done(sl_conn_t *c)
         conn_process(c);
 }
 
-double
-sl_request_overhead_ms(const sl_request_t *r)
+/* Microseconds the gateway itself has spent on r by `now` (total minus
+ * upstream). */
+static uint64_t
+overhead_us(const sl_request_t *r, uint64_t now)
 {
-    uint64_t now = sl_now_us();
     uint64_t total = now - r->t_start;
     uint64_t up = r->upstream_us;
     if (r->t_upstream != 0 && up == 0)
         up = now - r->t_upstream; /* still waiting (stream head) */
-    return total > up ? (double)(total - up) / 1000.0 : 0.0;
+    return total > up ? total - up : 0;
+}
+
+double
+sl_request_overhead_ms(const sl_request_t *r)
+{
+    return (double)overhead_us(r, sl_now_us()) / 1000.0;
+}
+
+/* A response head is built by hand: snprintf was a tenth of what the
+ * gateway spent on a pass-through request. Every append is clamped to the
+ * buffer; the caller's buffer always has room for the fixed parts. */
+typedef struct {
+    char *buf;
+    size_t cap, len;
+} head_t;
+
+static void
+head_put(head_t *h, const char *s, size_t n)
+{
+    if (n > h->cap - 1 - h->len)
+        n = h->cap - 1 - h->len;
+    memcpy(h->buf + h->len, s, n);
+    h->len += n;
+}
+
+#define HEAD_LIT(h, s) head_put((h), (s), sizeof(s) - 1)
+
+static void
+head_str(head_t *h, const char *s)
+{
+    head_put(h, s, strlen(s));
+}
+
+/* Decimal digits of v, at least `min` of them. */
+static void
+head_uint(head_t *h, unsigned long long v, int min)
+{
+    char d[24];
+    int n = 0;
+    do {
+        d[sizeof(d) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0 || n < min);
+    head_put(h, d + sizeof(d) - n, (size_t)n);
 }
 
 /* Writes the status line and the common headers into buf. */
 static size_t
 format_head(sl_request_t *r, char *buf, size_t cap, int status,
             const char *content_type, long long content_length,
-            const char *extra)
+            const char *pre, const char *extra)
 {
     sl_conn_t *c = r->conn;
+    head_t h = {buf, cap, 0};
     if (c->w->draining || r->http.version_minor == 0)
         c->keep_alive = c->keep_alive && !c->w->draining;
-    int n = snprintf(buf, cap,
-                     "HTTP/1.1 %d %s\r\n"
-                     "Server: sluice\r\n"
-                     "x-sluice-overhead-ms: %.3f\r\n",
-                     status, status_text(status), sl_request_overhead_ms(r));
-    size_t len = (size_t)n;
-    if (content_type != NULL)
-        len += (size_t)snprintf(buf + len, cap - len,
-                                "Content-Type: %s\r\n", content_type);
-    if (content_length >= 0)
-        len += (size_t)snprintf(buf + len, cap - len,
-                                "Content-Length: %lld\r\n", content_length);
+    uint64_t over = overhead_us(r, sl_now_us());
+    HEAD_LIT(&h, "HTTP/1.1 ");
+    head_uint(&h, (unsigned)status, 3);
+    HEAD_LIT(&h, " ");
+    head_str(&h, status_text(status));
+    HEAD_LIT(&h, "\r\nServer: sluice\r\nx-sluice-overhead-ms: ");
+    head_uint(&h, over / 1000, 1);
+    HEAD_LIT(&h, ".");
+    head_uint(&h, over % 1000, 3);
+    HEAD_LIT(&h, "\r\n");
+    if (content_type != NULL) {
+        HEAD_LIT(&h, "Content-Type: ");
+        head_str(&h, content_type);
+        HEAD_LIT(&h, "\r\n");
+    }
+    if (content_length >= 0) {
+        HEAD_LIT(&h, "Content-Length: ");
+        head_uint(&h, (unsigned long long)content_length, 1);
+        HEAD_LIT(&h, "\r\n");
+    }
     if (!c->keep_alive)
-        len += (size_t)snprintf(buf + len, cap - len, "Connection: close\r\n");
+        HEAD_LIT(&h, "Connection: close\r\n");
     else if (r->http.version_minor == 0)
-        len += (size_t)snprintf(buf + len, cap - len,
-                                "Connection: keep-alive\r\n");
+        HEAD_LIT(&h, "Connection: keep-alive\r\n");
+    if (pre != NULL)
+        head_str(&h, pre);
     if (extra != NULL)
-        len += (size_t)snprintf(buf + len, cap - len, "%s", extra);
-    if (r->trace_id[0] != '\0' && len < cap)
-        len += (size_t)snprintf(buf + len, cap - len,
-                                "x-sluice-trace-id: %s\r\n", r->trace_id);
-    if (r->plugin_headers != NULL && len + strlen(r->plugin_headers) + 3 < cap)
-        len += (size_t)snprintf(buf + len, cap - len, "%s", r->plugin_headers);
-    len += (size_t)snprintf(buf + len, cap - len, "\r\n");
-    return len < cap ? len : cap - 1;
+        head_str(&h, extra);
+    if (r->trace_id[0] != '\0') {
+        HEAD_LIT(&h, "x-sluice-trace-id: ");
+        head_str(&h, r->trace_id);
+        HEAD_LIT(&h, "\r\n");
+    }
+    if (r->plugin_headers != NULL &&
+        h.len + strlen(r->plugin_headers) + 3 < cap)
+        head_str(&h, r->plugin_headers);
+    HEAD_LIT(&h, "\r\n");
+    return h.len;
 }
 
 static void
@@ -265,7 +324,7 @@ sl_response_send(sl_request_t *r, int status, const char *content_type,
     }
     response_begin(r, status);
     size_t hl = format_head(r, head, sizeof(head), status, content_type,
-                            (long long)len, extra);
+                            (long long)len, NULL, extra);
     struct evbuffer *out = c->out;
     evbuffer_add(out, head, hl);
     if (r->http.method != SL_METHOD_HEAD && len > 0)
@@ -300,7 +359,7 @@ sl_response_send_buffer(sl_request_t *r, int status, const char *content_type,
         sl_reqlog_answer(r, (const char *)evbuffer_pullup(body, -1), len);
     response_begin(r, status);
     size_t hl = format_head(r, head, sizeof(head), status, content_type,
-                            (long long)len, extra);
+                            (long long)len, NULL, extra);
     struct evbuffer *out = c->out;
     evbuffer_add(out, head, hl);
     evbuffer_add_buffer(out, body);
@@ -330,6 +389,23 @@ sl_response_error(sl_request_t *r, int status, const char *message,
     sl_response_error_with(r, status, message, code, NULL);
 }
 
+/* Writes "<hex size>\r\n" (at most 18 bytes); returns its length. */
+static size_t
+chunk_size_line(char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    char d[16];
+    size_t k = 0;
+    do {
+        d[sizeof(d) - 1 - k++] = hex[n & 15];
+        n >>= 4;
+    } while (n != 0);
+    memcpy(out, d + sizeof(d) - k, k);
+    out[k] = '\r';
+    out[k + 1] = '\n';
+    return k + 2;
+}
+
 /* The head of a chunked answer (a close-delimited one for HTTP/1.0). */
 static void
 chunked_head(sl_request_t *r, int status, const char *content_type,
@@ -342,12 +418,9 @@ chunked_head(sl_request_t *r, int status, const char *content_type,
     int chunked = r->http.version_minor >= 1;
     if (!chunked)
         c->keep_alive = 0;
-    char hdrs[1024];
-    snprintf(hdrs, sizeof(hdrs), "%s%s",
-             chunked ? "Transfer-Encoding: chunked\r\n" : "",
-             extra != NULL ? extra : "");
     size_t hl = format_head(r, head, sizeof(head), status, content_type, -1,
-                            hdrs);
+                            chunked ? "Transfer-Encoding: chunked\r\n" : NULL,
+                            extra);
     evbuffer_add(c->out, head, hl);
     r->bytes_out += hl;
 }
@@ -365,8 +438,11 @@ sl_response_chunk(sl_request_t *r, const char *data, size_t len)
     sl_conn_t *c = r->conn;
     if (len == 0)
         return evbuffer_get_length(c->out) > SL_OUT_HIGH;
-    if (r->http.version_minor >= 1)
-        evbuffer_add_printf(c->out, "%zx\r\n", len);
+    if (r->http.version_minor >= 1) {
+        char pre[24];
+        size_t pl = chunk_size_line(pre, len);
+        evbuffer_add(c->out, pre, pl);
+    }
     evbuffer_add(c->out, data, len);
     if (r->http.version_minor >= 1)
         evbuffer_add(c->out, "\r\n", 2);
@@ -386,15 +462,14 @@ sl_response_stream_start(sl_request_t *r, int status, const char *extra)
     int chunked = r->http.version_minor >= 1;
     if (!chunked)
         c->keep_alive = 0;
-    char hdrs[1024];
-    snprintf(hdrs, sizeof(hdrs),
-             "Cache-Control: no-cache\r\n"
-             "X-Accel-Buffering: no\r\n"
-             "%s%s",
-             chunked ? "Transfer-Encoding: chunked\r\n" : "",
-             extra != NULL ? extra : "");
     size_t hl = format_head(r, head, sizeof(head), status,
-                            "text/event-stream; charset=utf-8", -1, hdrs);
+                            "text/event-stream; charset=utf-8", -1,
+                            chunked ? "Cache-Control: no-cache\r\n"
+                                      "X-Accel-Buffering: no\r\n"
+                                      "Transfer-Encoding: chunked\r\n"
+                                    : "Cache-Control: no-cache\r\n"
+                                      "X-Accel-Buffering: no\r\n",
+                            extra);
     evbuffer_add(c->out, head, hl);
     r->bytes_out += hl;
     /* Not flushed: the head goes out with the first event. */
@@ -413,7 +488,7 @@ sl_response_stream_event(sl_request_t *r, const char *event, size_t event_len,
     char pre[64];
     size_t pl = 0;
     if (r->http.version_minor >= 1)
-        pl = (size_t)snprintf(pre, sizeof(pre), "%zx\r\n", body);
+        pl = chunk_size_line(pre, body);
     if (event != NULL) {
         memcpy(pre + pl, "event: ", 7);
         pl += 7;
@@ -480,9 +555,15 @@ release_snapshot(void *arg)
 static sl_request_t *
 request_new(sl_conn_t *c)
 {
-    sl_request_t *r = sl_arena_calloc(c->arena, sizeof(*r));
+    sl_request_t *r = sl_arena_alloc(c->arena, sizeof(*r));
     if (r == NULL)
         return NULL;
+    /* All but the header slots, most of the request's size: the parser
+     * fills those it reports and nothing reads the others. */
+    size_t hs = offsetof(sl_request_t, http.headers);
+    size_t he = hs + sizeof(r->http.headers);
+    memset(r, 0, hs);
+    memset((char *)r + he, 0, sizeof(*r) - he);
     r->conn = c;
     r->w = c->w;
     r->snap = c->w->snap;

@@ -6,14 +6,19 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /* cJSON copies at most 63 characters of a number before strtod: a longer
  * one does not parse there, so it must not parse here. */
 #define SL_JSON_MAX_NUMBER 63
 
-static const char *
+static inline const char *
 skip_ws(const char *p, const char *end)
 {
+    if (p < end && (unsigned char)*p > ' ')
+        return p; /* compact JSON has none */
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
         p++;
     return p;
@@ -41,21 +46,42 @@ hex4(const char *p, const char *end, unsigned *out)
     return 0;
 }
 
+/* Steps over plain string bytes (not '"', '\\' or a control character):
+ * prompts are long runs of them. */
+static const char *
+skip_plain(const char *p, const char *end)
+{
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    const __m128i ctl = _mm_set1_epi8(0x1f);
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        /* c <= 0x1f unsigned: max(c, 0x1f) == 0x1f */
+        __m128i hit = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+            _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
+        int m = _mm_movemask_epi8(hit);
+        if (m != 0)
+            return p + __builtin_ctz((unsigned)m);
+        p += 16;
+    }
+#endif
+    while (p < end && (unsigned char)*p >= 0x20 && *p != '"' && *p != '\\')
+        p++;
+    return p;
+}
+
 /* p is just past the opening quote; returns the byte after the closing
  * one, or NULL. Surrogates must pair up: cJSON refuses a lone one. */
 static const char *
 scan_string(const char *p, const char *end, int *escaped)
 {
-    while (p < end) {
+    while ((p = skip_plain(p, end)) < end) {
         unsigned char c = (unsigned char)*p;
         if (c == '"')
             return p + 1;
         if (c < 0x20)
             return NULL;
-        if (c != '\\') {
-            p++;
-            continue;
-        }
         *escaped = 1;
         if (++p >= end)
             return NULL;
@@ -350,11 +376,4 @@ sl_json_long(const sl_jval_t *v, long *out)
     else
         *out = (long)d;
     return 0;
-}
-
-int
-sl_json_key_is(const char *key, size_t klen, const char *name)
-{
-    size_t n = strlen(name);
-    return klen == n && memcmp(key, name, n) == 0;
 }

@@ -11,6 +11,7 @@
 #define SL_JSON_SCAN_H
 
 #include <stddef.h>
+#include <string.h>
 
 #define SL_JSON_MAX_DEPTH 128
 
@@ -59,7 +60,13 @@ int sl_jscan_finish(sl_jscan_t *s);
 
 /* A number value as cJSON gives it to (long)valuedouble. 0 or -1. */
 int sl_json_long(const sl_jval_t *v, long *out);
-/* 1 when a key read by sl_jscan_member is `name`. */
-int sl_json_key_is(const char *key, size_t klen, const char *name);
+/* 1 when a key read by sl_jscan_member is `name` (inline: the length
+ * of a literal name folds away). */
+static inline int
+sl_json_key_is(const char *key, size_t klen, const char *name)
+{
+    size_t n = strlen(name);
+    return klen == n && memcmp(key, name, n) == 0;
+}
 
 #endif
