@@ -86,9 +86,26 @@ status_text(int status)
     }
 }
 
+/* Arms the timer for what the connection now waits for. Inside
+ * conn_process this is only noted, and applied once when it returns: a
+ * request that arrives whole in one read goes from idle to handled
+ * without arming the header and body timers it never waits on. */
 static void
 timer_set(sl_conn_t *c, int kind)
 {
+    c->timer_want = kind;
+    c->timer_rearm = 1;
+}
+
+static void
+timer_apply(sl_conn_t *c)
+{
+    if (!c->timer_rearm)
+        return;
+    c->timer_rearm = 0;
+    int kind = c->timer_want;
+    if (kind == TIMER_NONE && c->timer_kind == TIMER_NONE)
+        return;
     const struct timeval *tv = NULL;
     switch (kind) {
     case TIMER_IDLE: tv = c->w->tv_idle; break;
@@ -151,7 +168,8 @@ conn_close_after_write(sl_conn_t *c)
 {
     c->state = SL_CONN_CLOSING;
     c->keep_alive = 0;
-    timer_set(c, TIMER_NONE);
+    c->timer_want = c->timer_kind = TIMER_NONE;
+    c->timer_rearm = 0;
     event_del(c->rev);
     /* Bound the flush: a client that never reads must not pin us. */
     evtimer_add(c->timer, c->w->tv_body);
@@ -608,7 +626,7 @@ read_head(sl_conn_t *c)
     size_t avail = evbuffer_get_length(in);
     if (avail == 0)
         return 0;
-    if (c->timer_kind == TIMER_IDLE)
+    if (c->timer_want == TIMER_IDLE)
         timer_set(c, TIMER_HEADER);
     const sl_limits_t *lim = &c->w->snap->cfg->limits;
     size_t n = avail < lim->max_header_bytes + 1 ? avail
@@ -758,6 +776,8 @@ conn_process(sl_conn_t *c)
             break;
     }
     c->processing = 0;
+    if (c->state != SL_CONN_CLOSING)
+        timer_apply(c);
     if (c->state == SL_CONN_CLOSING &&
         evbuffer_get_length(c->out) == 0)
         conn_free(c);
@@ -1012,5 +1032,6 @@ sl_conn_new(sl_worker_t *w, evutil_socket_t fd, SSL_CTX *tls)
     w->conns = c;
     w->nconns++;
     timer_set(c, TIMER_HEADER);
+    timer_apply(c);
     return c;
 }

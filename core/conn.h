@@ -28,7 +28,8 @@ typedef struct sl_conn {
     struct sl_conn *prev, *next;
     sl_conn_state_t state;
     struct event *timer;
-    int timer_kind;
+    int timer_kind; /* what the timer is armed for */
+    int timer_want, timer_rearm; /* set by timer_set, armed by timer_apply */
     sl_arena_t *arena; /* reset after every request */
     sl_request_t *req;
     sl_chunked_t chunked;

@@ -2,6 +2,9 @@
 
 #include <stdio.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 const char *
 sl_strerror(int code)
@@ -38,6 +41,34 @@ sl_error_type_for_status(int status)
     }
 }
 
+/* The length of the run at s that JSON takes as it is: no '"', '\\',
+ * control character or DEL. Text is mostly such runs. */
+static size_t
+plain_run(const char *s, size_t len)
+{
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    const __m128i ctl = _mm_set1_epi8(0x1f), del = _mm_set1_epi8(0x7f);
+    for (; len - i >= 16; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        __m128i hit = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+            _mm_or_si128(_mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl),
+                         _mm_cmpeq_epi8(v, del)));
+        int m = _mm_movemask_epi8(hit);
+        if (m != 0)
+            return i + (size_t)__builtin_ctz((unsigned)m);
+    }
+#endif
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == '"' || c == '\\' || c == 0x7f)
+            break;
+    }
+    return i;
+}
+
 size_t
 sl_json_escape(char *buf, size_t cap, size_t used, const char *s, size_t len)
 {
@@ -50,6 +81,17 @@ sl_json_escape(char *buf, size_t cap, size_t used, const char *s, size_t len)
         n++;                                                                   \
     } while (0)
     for (size_t i = 0; i < len; i++) {
+        size_t run = plain_run(s + i, len - i);
+        if (run > 0) {
+            /* what PUT would store of it: up to position cap - 2 */
+            size_t room = n + 1 < cap ? cap - 1 - n : 0;
+            if (room > 0)
+                memcpy(buf + n, s + i, run < room ? run : room);
+            n += run;
+            i += run;
+            if (i == len)
+                break;
+        }
         unsigned char c = (unsigned char)s[i];
         switch (c) {
         case '"': PUT('\\'); PUT('"'); break;
@@ -58,12 +100,8 @@ sl_json_escape(char *buf, size_t cap, size_t used, const char *s, size_t len)
         case '\r': PUT('\\'); PUT('r'); break;
         case '\t': PUT('\\'); PUT('t'); break;
         default:
-            if (c < 0x20 || c == 0x7f) {
-                PUT('\\'); PUT('u'); PUT('0'); PUT('0');
-                PUT(hex[c >> 4]); PUT(hex[c & 15]);
-            } else {
-                PUT((char)c);
-            }
+            PUT('\\'); PUT('u'); PUT('0'); PUT('0');
+            PUT(hex[c >> 4]); PUT(hex[c & 15]);
         }
     }
 #undef PUT

@@ -119,3 +119,35 @@ def test_chunked_request_body_is_accepted(gw):
         # And the connection is still usable.
         c.request("GET", "/healthz")
         assert c.read_response().status == 200
+
+
+def test_idle_timeout_counts_from_the_last_answer_not_the_first(gateway):
+    # Each answer starts the idle wait again: a connection used every
+    # 200 ms outlives an idle timeout of 500 ms, whether its requests are
+    # answered at once (/healthz) or after an upstream call.
+    import time
+    gw = gateway(limits={"idle_timeout_ms": 500, "header_timeout_ms": 5000})
+    with Conn(gw.port) as c:
+        for i in range(10):
+            if i < 5:
+                c.request("GET", "/healthz")
+            else:
+                c.request("POST", CHAT, chat_body("still here"))
+            assert c.read_response().status == 200, i
+            time.sleep(0.2)
+        t0 = time.monotonic()
+        assert c.is_closed(timeout=5)
+        assert 0.25 <= time.monotonic() - t0 < 4
+
+
+def test_head_timeout_runs_for_a_head_that_arrives_in_pieces(gateway):
+    import time
+    gw = gateway(limits={"header_timeout_ms": 400, "idle_timeout_ms": 10000})
+    with Conn(gw.port) as c:
+        c.request("GET", "/healthz")
+        assert c.read_response().status == 200
+        t0 = time.monotonic()
+        c.sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        r = c.read_response()
+        assert r.status == 408, r
+        assert time.monotonic() - t0 < 4

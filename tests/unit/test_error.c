@@ -54,6 +54,70 @@ test_error_json_reports_needed_size_when_truncated(void **state)
                      n);
 }
 
+/* The escaper as it was, byte by byte: the fast one must match it for
+ * every input and every buffer size, truncation included. */
+static size_t
+escape_ref(char *buf, size_t cap, size_t used, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = used;
+#define PUT(c)                                                                 \
+    do {                                                                       \
+        if (n + 1 < cap)                                                       \
+            buf[n] = (c);                                                      \
+        n++;                                                                   \
+    } while (0)
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            PUT('\\');
+            PUT((char)c);
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            PUT('\\');
+            PUT(c == '\n' ? 'n' : c == '\r' ? 'r' : 't');
+        } else if (c < 0x20 || c == 0x7f) {
+            PUT('\\');
+            PUT('u');
+            PUT('0');
+            PUT('0');
+            PUT(hex[c >> 4]);
+            PUT(hex[c & 15]);
+        } else {
+            PUT((char)c);
+        }
+    }
+#undef PUT
+    if (cap > 0)
+        buf[n < cap ? n : cap - 1] = '\0';
+    return n;
+}
+
+static void
+test_json_escape_matches_the_byte_by_byte_reference(void **state)
+{
+    static const char alphabet[] = "ab\"\\\n\r\t\x01\x1f\x7f\xc3\xa9 /";
+    unsigned seed = 12345;
+    char in[80], a[200], b[200];
+    for (int round = 0; round < 20000; round++) {
+        size_t len = (seed = seed * 1103515245u + 12345u) % sizeof(in);
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            /* long plain runs too, for the 16-byte steps */
+            in[i] = (seed >> 16) % 4 ? 'x'
+                                     : alphabet[(seed >> 8) %
+                                                (sizeof(alphabet) - 1)];
+        }
+        size_t cap = (seed >> 4) % 200, used = (seed >> 12) % 4;
+        memset(a, '#', sizeof(a));
+        memset(b, '#', sizeof(b));
+        size_t na = sl_json_escape(a, cap, used, in, len);
+        size_t nb = escape_ref(b, cap, used, in, len);
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, sizeof(a));
+    }
+    assert_int_equal(sl_json_escape(NULL, 0, 0, "a\"b", 3), 4);
+}
+
 static void
 test_status_maps_to_openai_error_types(void **state)
 {
@@ -127,6 +191,7 @@ main(void)
         cmocka_unit_test(test_error_json_null_code),
         cmocka_unit_test(test_error_json_reports_needed_size_when_truncated),
         cmocka_unit_test(test_status_maps_to_openai_error_types),
+        cmocka_unit_test(test_json_escape_matches_the_byte_by_byte_reference),
         cmocka_unit_test(test_upstream_head_accepts_ordinary_headers),
         cmocka_unit_test(test_upstream_head_rejects_smuggling_shapes),
     };
