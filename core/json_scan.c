@@ -377,3 +377,35 @@ sl_json_long(const sl_jval_t *v, long *out)
         *out = (long)d;
     return 0;
 }
+
+const char *
+sl_json_find(const char *hay, size_t len, const char *needle,
+             size_t needle_len)
+{
+    if (len < needle_len)
+        return NULL;
+    const char *p = hay, *last = hay + len - needle_len; /* last start */
+    const char a = needle[0], b = needle[1];
+#ifdef __SSE2__
+    /* Starts where the first two bytes match, 16 candidates at a time. */
+    const __m128i va = _mm_set1_epi8(a), vb = _mm_set1_epi8(b);
+    while (last - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i y = _mm_loadu_si128((const __m128i *)(const void *)(p + 1));
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_and_si128(_mm_cmpeq_epi8(x, va), _mm_cmpeq_epi8(y, vb)));
+        while (m != 0) {
+            const char *s = p + __builtin_ctz(m);
+            if (memcmp(s + 2, needle + 2, needle_len - 2) == 0)
+                return s;
+            m &= m - 1;
+        }
+        p += 16;
+    }
+#endif
+    for (; p <= last; p++)
+        if (p[0] == a && p[1] == b &&
+            memcmp(p + 2, needle + 2, needle_len - 2) == 0)
+            return p;
+    return NULL;
+}

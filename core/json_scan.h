@@ -58,6 +58,11 @@ int sl_jscan_value(sl_jscan_t *s, sl_jval_t *v);
 /* 0 when only white space is left, -1 otherwise. */
 int sl_jscan_finish(sl_jscan_t *s);
 
+/* memmem for the short needles the stream path looks for in every event
+ * ("\"usage\"", "\"content\""); glibc's costs a few hundred instructions
+ * per call on such needles. needle_len >= 2. */
+const char *sl_json_find(const char *hay, size_t len, const char *needle,
+                         size_t needle_len);
 /* A number value as cJSON gives it to (long)valuedouble. 0 or -1. */
 int sl_json_long(const sl_jval_t *v, long *out);
 /* 1 when a key read by sl_jscan_member is `name` (inline: the length

@@ -135,11 +135,11 @@ static int
 is_preamble(const char *data, size_t len)
 {
     const char *end = data + len, *p;
-    if (memmem(data, len, "\"tool_calls\"", 12) != NULL ||
-        memmem(data, len, "\"error\"", 7) != NULL)
+    if (sl_json_find(data, len, "\"tool_calls\"", 12) != NULL ||
+        sl_json_find(data, len, "\"error\"", 7) != NULL)
         return 0;
-    for (p = data; (p = memmem(p, (size_t)(end - p), "\"finish_reason\"",
-                               15)) != NULL;) {
+    for (p = data; (p = sl_json_find(p, (size_t)(end - p),
+                                     "\"finish_reason\"", 15)) != NULL;) {
         p = skip_ws(p + 15, end);
         if (p < end && *p == ':')
             p = skip_ws(p + 1, end);
@@ -147,7 +147,7 @@ is_preamble(const char *data, size_t len)
             return 0;
     }
     for (p = data;
-         (p = memmem(p, (size_t)(end - p), "\"content\"", 9)) != NULL;) {
+         (p = sl_json_find(p, (size_t)(end - p), "\"content\"", 9)) != NULL;) {
         p = skip_ws(p + 9, end);
         if (p < end && *p == ':')
             p = skip_ws(p + 1, end);

@@ -145,7 +145,8 @@ static int
 has_usage_object(const char *data, size_t len)
 {
     const char *end = data + len, *p = data;
-    while ((p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
+    while ((p = sl_json_find(p, (size_t)(end - p), "\"usage\"", 7)) !=
+           NULL) {
         p += 7;
         while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
             p++;

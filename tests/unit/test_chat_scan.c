@@ -194,6 +194,28 @@ test_long_of_a_number_matches_a_double_cast(void **state)
     assert_true(out == LONG_MAX);
 }
 
+static void
+test_find_matches_memmem(void **state)
+{
+    static const char *const needles[] = {"\"usage\"", "\"content\"",
+                                          "ab", "\"\"", "aab"};
+    unsigned seed = 7;
+    char hay[100];
+    for (int round = 0; round < 20000; round++) {
+        size_t len = (seed = seed * 1103515245u + 12345u) % sizeof(hay);
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            hay[i] = "\"usagecontb"[(seed >> 16) % 11];
+        }
+        const char *n = needles[(seed >> 8) % 5];
+        size_t nl = strlen(n);
+        if ((seed >> 4) % 3 == 0 && len > nl) /* plant one */
+            memcpy(hay + (seed >> 12) % (len - nl + 1), n, nl);
+        assert_ptr_equal(sl_json_find(hay, len, n, nl),
+                         memmem(hay, len, n, nl));
+    }
+}
+
 int
 main(void)
 {
@@ -208,6 +230,7 @@ main(void)
         cmocka_unit_test(test_usage_counters_are_read_with_their_details),
         cmocka_unit_test(test_usage_only_event_has_empty_choices),
         cmocka_unit_test(test_long_of_a_number_matches_a_double_cast),
+        cmocka_unit_test(test_find_matches_memmem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
