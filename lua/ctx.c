@@ -135,10 +135,14 @@ ctx_index(lua_State *L) {
     sl_lua_req_t *lr = req_of(L, k);
     sl_request_t *r = lr->r;
     switch (f) {
-    case F_REQUEST:
-        sl_lua_push_json(L, lr->k->json);
+    case F_REQUEST: {
+        cJSON *tree = sl_lua_request_tree(lr);
+        if (tree == NULL)
+            return luaL_error(L, "ctx.request: out of memory");
+        sl_lua_push_json(L, tree);
         lr->touched |= SL_LUA_TOUCHED_REQUEST;
         break;
+    }
     case F_RESPONSE:
         if (lr->stage != SL_LUA_STAGE_RESPONSE)
             return 0; /* nil before there is an answer */
@@ -229,6 +233,24 @@ ctx_newindex(lua_State *L) {
                           "in ctx.vars)",
                           k);
     }
+}
+
+cJSON *
+sl_lua_request_tree(sl_lua_req_t *lr) {
+    sl_call_t *k = lr->k;
+    sl_request_t *r = lr->r;
+    if (k->json != NULL)
+        return k->json;
+    /* Not through the proxy's decoder: that one answers the client when
+     * out of memory, which a phase call must not do from inside ctx. */
+    cJSON *j = cJSON_ParseWithLength(r->body, r->body_len);
+    if (j == NULL ||
+        sl_arena_cleanup_add(r->arena, (sl_cleanup_fn)cJSON_Delete, j) != 0) {
+        cJSON_Delete(j);
+        return NULL;
+    }
+    k->json = j;
+    return j;
 }
 
 void

@@ -323,7 +323,10 @@ sl_lua_prompt_get(lua_State *L, sl_lua_req_t *lr) {
     const char *v, *e;
     if (prompt_span(lr, &v, &e) == 0 && push_jstring(L, v, e) == 0)
         return 1;
-    cJSON *m = last_user(lr->k->json);
+    cJSON *tree = sl_lua_request_tree(lr);
+    if (tree == NULL)
+        return luaL_error(L, "ctx.prompt: out of memory");
+    cJSON *m = last_user(tree);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
     if (cJSON_IsString(c)) {
         lua_pushstring(L, c->valuestring);
@@ -365,7 +368,12 @@ sl_lua_prompt_set(lua_State *L, sl_lua_req_t *lr, int idx) {
     sl_request_t *r = lr->r;
     const char *v, *e;
     int in_text = prompt_span(lr, &v, &e) == 0;
-    cJSON *m = last_user(lr->k->json);
+    /* The text is edited in place; a tree gets the same edit when someone
+     * decoded it already, and is decoded only when the text cannot be. */
+    cJSON *tree = in_text ? lr->k->json : sl_lua_request_tree(lr);
+    if (tree == NULL && !in_text)
+        return luaL_error(L, "ctx.prompt: out of memory");
+    cJSON *m = last_user(tree);
     if (m == NULL && !in_text)
         return luaL_error(L, "ctx.prompt: the request has no user message");
     if (m != NULL && set_tree_content(m, lua_tostring(L, idx)) != 0)

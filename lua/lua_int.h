@@ -330,6 +330,11 @@ int sl_lua_prompt_set(lua_State *L, sl_lua_req_t *lr, int idx);
 int sl_lua_answer_get(lua_State *L, sl_lua_req_t *lr);
 int sl_lua_answer_set(lua_State *L, sl_lua_req_t *lr, int idx);
 
+/* The request as the proxy's cJSON tree, decoded now if nobody has yet
+ * (a pass-through call reads the body in place); NULL when out of memory.
+ * Only what needs a tree asks: ctx.request, a prompt of parts. */
+cJSON *sl_lua_request_tree(sl_lua_req_t *lr);
+
 /* Unlinks ctx from lr (a ctx kept past its request raises errors) and
  * drops the ref. */
 void sl_lua_ctx_release(sl_lua_req_t *lr);
