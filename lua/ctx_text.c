@@ -158,64 +158,6 @@ made(lua_State *L, const sl_lua_req_t *lr, int ctx, const char *field,
 
 /* ---- the texts ---- */
 
-static const char *
-ws(const char *p, const char *end) {
-    return sl_lua_jtext_ws(p, end);
-}
-
-/* The span [*v, *e) of the last user message's "content" value in the
- * request's text. -1 when there is none, or when the text says it in a way
- * a byte walk cannot match exactly (escaped keys or role, a message with
- * no content): the tree answers then. */
-static int
-find_prompt(const char *s, size_t len, const char **v, const char **e) {
-    const char *end = s + len, *found = NULL, *found_end = NULL;
-    int odd = 0, users = 0;
-    const char *p = sl_lua_jtext_member(s, end, "messages", 8, &odd);
-    if (p == NULL || *p != '[' || odd)
-        return -1;
-    for (p = ws(p + 1, end); p < end && *p == '{';) {
-        sl_lua_jtext_obj_t o;
-        const char *k, *val, *role = NULL, *rend = NULL;
-        const char *c = NULL, *cend = NULL;
-        size_t kn;
-        int rc;
-        sl_lua_jtext_object(&o, p, end);
-        /* The first of repeated keys counts, as in the decoded tree. */
-        while ((rc = sl_lua_jtext_next(&o, &k, &kn, &val)) == 1) {
-            if (kn == 4 && memcmp(k, "role", 4) == 0 && role == NULL) {
-                role = val;
-                rend = sl_lua_jtext_value_end(&o);
-            } else if (kn == 7 && memcmp(k, "content", 7) == 0 && c == NULL) {
-                c = val;
-                cend = sl_lua_jtext_value_end(&o);
-            }
-        }
-        if (rc != 0 || o.escaped || role == NULL || *role != '"')
-            return -1;
-        if (rend - role == 6 && memcmp(role, "\"user\"", 6) == 0) {
-            users++;
-            found = c;
-            found_end = cend;
-        } else if (sl_lua_jtext_has_escape(role, rend)) {
-            return -1;
-        }
-        p = ws(o.p + 1, end);
-        if (p >= end)
-            return -1;
-        if (*p == ']')
-            break;
-        if (*p != ',')
-            return -1;
-        p = ws(p + 1, end);
-    }
-    if (p >= end || *p != ']' || users == 0 || found_end == NULL)
-        return -1;
-    *v = found;
-    *e = found_end;
-    return 0;
-}
-
 /* Pushes the JSON string [v, e) (quotes included) as a Lua string: as it
  * is when it holds no escape, the common case. -1 when it is no string. */
 static int
@@ -231,7 +173,7 @@ push_jstring(lua_State *L, const char *v, const char *e) {
     return sl_lua_json_decode(L, v, (size_t)(e - v), err, sizeof(err));
 }
 
-/* find_prompt, once per request body: a read and a write of ctx.prompt
+/* sl_lua_jtext_prompt, once per request body: a read and a write of ctx.prompt
  * share it. */
 static int
 prompt_span(sl_lua_req_t *lr, const char **v, const char **e) {
@@ -240,7 +182,7 @@ prompt_span(sl_lua_req_t *lr, const char **v, const char **e) {
         const char *pv, *pe;
         lr->pr_body = r->body;
         lr->pr_len = r->body_len;
-        lr->pr_span = find_prompt(r->body, r->body_len, &pv, &pe) == 0;
+        lr->pr_span = sl_lua_jtext_prompt(r->body, r->body_len, &pv, &pe) == 0;
         if (lr->pr_span) {
             lr->pr_v = (size_t)(pv - r->body);
             lr->pr_e = (size_t)(pe - r->body);
@@ -258,21 +200,13 @@ prompt_span(sl_lua_req_t *lr, const char **v, const char **e) {
 static int
 answer_span(sl_lua_req_t *lr, const char **start, const char **stop) {
     if (lr->ans_span == 0) {
-        const char *s = lr->ans_body, *end = s + lr->ans_len;
-        const char *c = sl_lua_jtext_member(s, end, "choices", 7, NULL);
-        const char *m = NULL, *v = NULL, *e = NULL;
-        if (c != NULL && *c == '[') {
-            c = ws(c + 1, end);
-            m = c < end && *c == '{'
-                    ? sl_lua_jtext_member(c, end, "message", 7, NULL)
-                    : NULL;
-        }
-        v = m ? sl_lua_jtext_member(m, end, "content", 7, NULL) : NULL;
-        e = v ? sl_lua_jtext_skip(v, end) : NULL;
-        lr->ans_span = e != NULL ? 1 : -1;
-        if (e != NULL) {
-            lr->ans_v = (size_t)(v - s);
-            lr->ans_e = (size_t)(e - s);
+        const char *v, *e;
+        lr->ans_span =
+            sl_lua_jtext_answer(lr->ans_body, lr->ans_len, &v, &e) == 0 ? 1
+                                                                        : -1;
+        if (lr->ans_span > 0) {
+            lr->ans_v = (size_t)(v - lr->ans_body);
+            lr->ans_e = (size_t)(e - lr->ans_body);
         }
     }
     if (lr->ans_span < 0)

@@ -122,98 +122,133 @@ sl_lua_jtext_skip(const char *p, const char *end) {
     return skip_value(p, end);
 }
 
-int
-sl_lua_jtext_object(sl_lua_jtext_obj_t *o, const char *p, const char *end) {
-    p = ws(p, end);
-    o->end = end;
-    o->escaped = 0;
-    o->first = 1;
-    o->in_value = 0;
+/* The value of key in the object at p (after whitespace), or NULL; ORs
+ * into *esc whether a key written with escapes was passed. */
+static inline const char *
+member(const char *p, const char *end, const char *key, size_t klen, int *esc) {
     if (p >= end || *p != '{')
-        return -1;
-    o->p = p + 1;
-    return 0;
-}
-
-const char *
-sl_lua_jtext_value_end(sl_lua_jtext_obj_t *o) {
-    if (o->in_value) {
-        o->p = skip_value(o->p, o->end);
-        o->in_value = 0;
-    }
-    return o->p;
-}
-
-int
-sl_lua_jtext_next(sl_lua_jtext_obj_t *o, const char **key, size_t *klen,
-                  const char **val) {
-    const char *p = sl_lua_jtext_value_end(o), *end = o->end;
-    int esc = 0;
-    if (p == NULL)
-        return -1;
-    p = ws(p, end);
-    o->p = p;
-    if (p < end && *p == '}')
-        return 0;
-    if (!o->first) {
-        if (p >= end || *p != ',')
-            return -1;
+        return NULL;
+    for (p = ws(p + 1, end); p < end && *p == '"';) {
+        const char *k = p + 1;
+        p = skip_string(p, end, esc);
+        if (p == NULL)
+            return NULL;
+        size_t kn = (size_t)(p - 1 - k);
+        p = ws(p, end);
+        if (p >= end || *p != ':')
+            return NULL;
+        p = ws(p + 1, end);
+        if (kn == klen && memcmp(k, key, klen) == 0)
+            return p;
+        p = skip_value(p, end);
+        p = p ? ws(p, end) : NULL;
+        if (p == NULL || p >= end || *p != ',')
+            return NULL;
         p = ws(p + 1, end);
     }
-    o->first = 0;
-    if (p >= end || *p != '"')
-        return -1;
-    const char *k = p + 1, *kend = skip_string(p, end, &esc);
-    if (kend == NULL)
-        return -1;
-    o->escaped |= esc;
-    p = ws(kend, end);
-    if (p >= end || *p != ':')
-        return -1;
-    p = ws(p + 1, end);
-    *key = k;
-    *klen = (size_t)(kend - 1 - k);
-    *val = p;
-    o->p = p;
-    o->in_value = 1;
-    return 1;
+    return NULL;
 }
 
 const char *
 sl_lua_jtext_member(const char *p, const char *end, const char *key,
                     size_t klen, int *escaped) {
     int esc = 0;
-    const char *found = NULL;
-    p = ws(p, end);
-    if (p >= end || *p != '{')
-        return NULL;
-    for (p = ws(p + 1, end); p < end && *p == '"';) {
-        const char *k = p + 1;
-        p = skip_string(p, end, &esc);
-        if (p == NULL)
-            break;
-        size_t kn = (size_t)(p - 1 - k);
-        p = ws(p, end);
-        if (p >= end || *p != ':')
-            break;
-        p = ws(p + 1, end);
-        if (kn == klen && memcmp(k, key, klen) == 0) {
-            found = p;
-            break;
-        }
-        p = skip_value(p, end);
-        p = p ? ws(p, end) : NULL;
-        if (p == NULL || p >= end || *p != ',')
-            break;
-        p = ws(p + 1, end);
-    }
+    const char *v = member(ws(p, end), end, key, klen, &esc);
     /* A key written with escapes is compared as written. */
     if (escaped != NULL)
         *escaped |= esc;
-    return found;
+    return v;
+}
+
+/* One message of a chat request at p ('{'): the spans of its first "role"
+ * and "content" values (NULL when absent). The end of the message, or
+ * NULL when it is not one a byte walk reads exactly. */
+static const char *
+message(const char *p, const char *end, const char **role,
+        const char **role_end, const char **content, const char **content_end) {
+    int esc = 0;
+    *role = *role_end = *content = *content_end = NULL;
+    p = ws(p + 1, end);
+    if (p < end && *p == '}')
+        return p + 1;
+    for (;;) {
+        if (p >= end || *p != '"')
+            return NULL;
+        const char *k = p + 1;
+        p = skip_string(p, end, &esc);
+        if (p == NULL || esc)
+            return NULL;
+        size_t kn = (size_t)(p - 1 - k);
+        p = ws(p, end);
+        if (p >= end || *p != ':')
+            return NULL;
+        const char *v = ws(p + 1, end);
+        p = skip_value(v, end);
+        if (p == NULL)
+            return NULL;
+        /* The first of repeated keys counts, as in the decoded tree. */
+        if (kn == 4 && memcmp(k, "role", 4) == 0 && *role == NULL) {
+            *role = v;
+            *role_end = p;
+        } else if (kn == 7 && memcmp(k, "content", 7) == 0 &&
+                   *content == NULL) {
+            *content = v;
+            *content_end = p;
+        }
+        p = ws(p, end);
+        if (p >= end || *p != ',')
+            break;
+        p = ws(p + 1, end);
+    }
+    return p < end && *p == '}' ? p + 1 : NULL;
 }
 
 int
-sl_lua_jtext_has_escape(const char *v, const char *e) {
-    return memchr(v, '\\', (size_t)(e - v)) != NULL;
+sl_lua_jtext_prompt(const char *s, size_t len, const char **v, const char **e) {
+    const char *end = s + len, *found = NULL, *found_end = NULL;
+    int esc = 0, users = 0;
+    const char *p = member(ws(s, end), end, "messages", 8, &esc);
+    if (p == NULL || *p != '[' || esc)
+        return -1;
+    for (p = ws(p + 1, end);;) {
+        const char *role, *rend, *c, *cend;
+        if (p >= end || *p != '{')
+            return -1; /* not a message: the decoder says what it is */
+        p = message(p, end, &role, &rend, &c, &cend);
+        if (p == NULL || role == NULL || *role != '"')
+            return -1;
+        if (rend - role == 6 && memcmp(role, "\"user\"", 6) == 0) {
+            users++;
+            found = c;
+            found_end = cend;
+        } else if (memchr(role, '\\', (size_t)(rend - role)) != NULL) {
+            return -1; /* an escaped "user" is one too */
+        }
+        p = ws(p, end);
+        if (p >= end || *p != ',')
+            break;
+        p = ws(p + 1, end);
+    }
+    if (p >= end || *p != ']' || users == 0 || found_end == NULL)
+        return -1;
+    *v = found;
+    *e = found_end;
+    return 0;
+}
+
+int
+sl_lua_jtext_answer(const char *s, size_t len, const char **v, const char **e) {
+    const char *end = s + len;
+    int esc = 0;
+    const char *p = member(ws(s, end), end, "choices", 7, &esc);
+    if (p == NULL || *p != '[')
+        return -1;
+    p = member(ws(p + 1, end), end, "message", 7, &esc);
+    p = p ? member(p, end, "content", 7, &esc) : NULL;
+    const char *pe = p ? skip_value(p, end) : NULL;
+    if (pe == NULL)
+        return -1;
+    *v = p;
+    *e = pe;
+    return 0;
 }

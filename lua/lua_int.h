@@ -276,26 +276,20 @@ const char *sl_lua_jtext_ws(const char *p, const char *end);
 /* The end of the JSON value at p, or NULL when it is not one. */
 const char *sl_lua_jtext_skip(const char *p, const char *end);
 
-/* A walk over the members of an object. escaped: a key written with
- * escapes was met, which a byte compare cannot match exactly. */
-typedef struct {
-    const char *p, *end;
-    int first, in_value, escaped;
-} sl_lua_jtext_obj_t;
-/* Starts a walk over the object at p; -1 when p holds no object. */
-int sl_lua_jtext_object(sl_lua_jtext_obj_t *o, const char *p, const char *end);
-/* The next member: its key as written (without quotes) and where its
- * value starts. 1, 0 at the end of the object, -1 on malformed text. */
-int sl_lua_jtext_next(sl_lua_jtext_obj_t *o, const char **key, size_t *klen,
-                      const char **val);
-/* The end of the value the last sl_lua_jtext_next gave, or NULL. */
-const char *sl_lua_jtext_value_end(sl_lua_jtext_obj_t *o);
 /* The value of key (klen bytes, plain ASCII) in the object at p, or NULL;
  * ORs the walk's escaped into *escaped when not NULL. */
 const char *sl_lua_jtext_member(const char *p, const char *end, const char *key,
                                 size_t klen, int *escaped);
-/* 1 when [v, e) holds a backslash. */
-int sl_lua_jtext_has_escape(const char *v, const char *e);
+/* The span [*v, *e) of the last user message's "content" value in a
+ * chat request's text. -1 when there is none, or when the text says it in
+ * a way a byte walk cannot match exactly (escaped keys or role, a message
+ * without content): a decoder must answer then. */
+int sl_lua_jtext_prompt(const char *s, size_t len, const char **v,
+                        const char **e);
+/* The span of choices[0].message.content in an answer's text; -1 when
+ * there is none. */
+int sl_lua_jtext_answer(const char *s, size_t len, const char **v,
+                        const char **e);
 
 /* ---- api_*.c: each registers its part of `sluice` into the table at the
  * top of the stack ---- */
