@@ -441,6 +441,70 @@ test_jtext_skip_refuses_what_is_not_a_whole_value(void **state) {
     assert_null(sl_lua_jtext_skip(deep, deep + 200));
 }
 
+/* The span sl_lua_jtext_prompt finds in s, as a string ("" for -1). */
+static const char *
+prompt_of(const char *s, char *out, size_t cap) {
+    const char *v, *e;
+    if (sl_lua_jtext_prompt(s, strlen(s), &v, &e) != 0)
+        return "";
+    snprintf(out, cap, "%.*s", (int)(e - v), v);
+    return out;
+}
+
+static void
+test_jtext_prompt_is_the_last_user_content_or_unsure(void **state) {
+    (void)state;
+    char b[200];
+    assert_string_equal(
+        prompt_of("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                  "\"content\":\"a\"},{\"content\":[{\"t\":1}], \"role\" : "
+                  "\"user\"},{\"role\":\"assistant\",\"content\":\"z\"}]}",
+                  b, sizeof(b)),
+        "[{\"t\":1}]");
+    assert_string_equal(prompt_of(" { \"messages\" : [ { \"role\" : \"user\" "
+                                  ", \"content\" : \"x\\\"y\" } ] } ",
+                                  b, sizeof(b)),
+                        "\"x\\\"y\"");
+    /* The first of repeated keys counts, as in cJSON. */
+    assert_string_equal(
+        prompt_of("{\"messages\":[{\"role\":\"user\",\"content\":\"1\","
+                  "\"content\":\"2\"}]}",
+                  b, sizeof(b)),
+        "\"1\"");
+    /* What a byte walk cannot be sure of is left to the decoder. */
+    static const char *const unsure[] = {
+        "{\"messages\":[{\"role\":\"\\u0075ser\",\"content\":\"x\"}]}",
+        "{\"messages\":[{\"role\":\"user\",\"\\u0063ontent\":\"x\"}]}",
+        "{\"\\u006dessages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+        "{\"messages\":[{\"role\":\"user\"}]}",
+        "{\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\",}]}",
+        "{\"messages\":[\"user\"]}",
+        "{\"messages\":[]}",
+        "{\"messages\":{\"role\":\"user\",\"content\":\"x\"}}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}",
+    };
+    for (size_t i = 0; i < sizeof(unsure) / sizeof(unsure[0]); i++)
+        assert_string_equal(prompt_of(unsure[i], b, sizeof(b)), "");
+}
+
+static void
+test_jtext_answer_is_the_first_choice_message_content(void **state) {
+    (void)state;
+    const char *s = "{\"id\":\"x\",\"choices\":[{\"index\":0,\"message\":"
+                    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":"
+                    "[]}},{\"message\":{\"content\":\"second\"}}]}";
+    const char *v, *e;
+    assert_int_equal(sl_lua_jtext_answer(s, strlen(s), &v, &e), 0);
+    assert_int_equal(e - v, 4);
+    assert_memory_equal(v, "null", 4);
+    const char *none = "{\"choices\":[],\"content\":\"top\"}";
+    assert_int_equal(sl_lua_jtext_answer(none, strlen(none), &v, &e), -1);
+    const char *err = "{\"error\":{\"message\":{\"content\":\"no\"}}}";
+    assert_int_equal(sl_lua_jtext_answer(err, strlen(err), &v, &e), -1);
+}
+
 static void
 test_json_quote_escapes_as_the_encoder_does(void **state) {
     (void)state;
@@ -511,6 +575,8 @@ main(void) {
         cmocka_unit_test(
             test_jtext_member_tells_about_keys_written_with_escapes),
         cmocka_unit_test(test_jtext_skip_refuses_what_is_not_a_whole_value),
+        cmocka_unit_test(test_jtext_prompt_is_the_last_user_content_or_unsure),
+        cmocka_unit_test(test_jtext_answer_is_the_first_choice_message_content),
         cmocka_unit_test(test_json_quote_escapes_as_the_encoder_does),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
