@@ -112,7 +112,8 @@ field_of(const char *k, size_t n) {
     };
 #undef F
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-        if (fields[i].len == n && memcmp(fields[i].name, k, n) == 0)
+        if (fields[i].len == n && fields[i].name[0] == k[0] &&
+            memcmp(fields[i].name, k, n) == 0)
             return fields[i].id;
     return F_NONE;
 }
