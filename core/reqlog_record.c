@@ -65,31 +65,32 @@ put_str(unsigned char *p, sl_rstr_t s) {
 int
 sl_reqlog_encode(sl_store_batch_t *b, const unsigned char *key, size_t klen,
                  const sl_request_t *r, int64_t ts_us, uint64_t now_us) {
-    sl_reqlog_rec_t rec;
-    rec.trace_id = cstr(r->trace_id[0] ? r->trace_id : NULL);
-    rec.span_id = cstr(r->span_id[0] ? r->span_id : NULL);
-    rec.parent_id = cstr(r->parent_id[0] ? r->parent_id : NULL);
-    rec.method = nstr(r->http.method_str, r->http.method_len);
-    rec.path = nstr(r->http.path, r->http.path_len);
-    rec.route = cstr(r->route != NULL ? r->route->path : NULL);
-    rec.consumer = cstr(r->consumer);
-    rec.model = cstr(r->model);
-    rec.provider = cstr(r->provider);
-    rec.target_model = cstr(r->target_model);
-    rec.error = cstr(r->error_code);
     const sl_pipe_t *pp = r->pipe;
     int verdict = pp != NULL && pp->verdict_plugin != NULL;
-    rec.verdict_plugin = cstr(verdict ? pp->verdict_plugin : NULL);
-    rec.verdict_action = cstr(verdict ? pp->verdict : NULL);
-    rec.verdict_phase =
-        cstr(verdict ? sl_pipeline_phase_name(pp->verdict_phase) : NULL);
-    /* Fields plugins log: already JSON members, kept apart at render so
-     * that none can shadow a field of ours. */
-    rec.plugin_log = cstr(r->plugin_log != NULL && r->plugin_log[0] == ','
-                              ? r->plugin_log + 1
-                              : NULL);
-    rec.request_body = nstr(r->log_up_body, r->log_up_body_len);
-    rec.response_text = nstr(r->log_answer, r->log_answer_len);
+    sl_rstr_t v[NSTR] = {
+        /* In the order of rec_strs(). */
+        cstr(r->trace_id[0] ? r->trace_id : NULL),
+        cstr(r->span_id[0] ? r->span_id : NULL),
+        cstr(r->parent_id[0] ? r->parent_id : NULL),
+        nstr(r->http.method_str, r->http.method_len),
+        nstr(r->http.path, r->http.path_len),
+        cstr(r->route != NULL ? r->route->path : NULL),
+        cstr(r->consumer),
+        cstr(r->model),
+        cstr(r->provider),
+        cstr(r->target_model),
+        cstr(r->error_code),
+        cstr(verdict ? pp->verdict_plugin : NULL),
+        cstr(verdict ? pp->verdict : NULL),
+        cstr(verdict ? sl_pipeline_phase_name(pp->verdict_phase) : NULL),
+        /* Fields plugins log: already JSON members, kept apart at render
+         * so that none can shadow a field of ours. */
+        cstr(r->plugin_log != NULL && r->plugin_log[0] == ','
+                 ? r->plugin_log + 1
+                 : NULL),
+        nstr(r->log_up_body, r->log_up_body_len),
+        nstr(r->log_answer, r->log_answer_len),
+    };
     if (r->log_stream_text != NULL) {
         struct evbuffer *t = r->log_stream_text;
         size_t n = evbuffer_get_length(t),
@@ -100,13 +101,11 @@ sl_reqlog_encode(sl_store_batch_t *b, const unsigned char *key, size_t klen,
             while (n > 0 && ((unsigned char)p[n] & 0xC0) == 0x80)
                 n--; /* p[n] continues a character: cut before it */
         }
-        rec.response_text = nstr(p != NULL ? p : "", n);
+        v[NSTR - 1] = nstr(p != NULL ? p : "", n);
     }
-    sl_rstr_t *s[NSTR];
-    rec_strs(&rec, s);
     size_t size = 1 + sizeof(fixed_t) + 4 * NSTR + 8;
     for (int i = 0; i < NSTR; i++)
-        size += s[i]->len;
+        size += v[i].len;
     size_t np = r->route != NULL ? r->route->nplugins : 0;
     size_t na = pp != NULL ? pp->nattrs : 0;
     for (size_t i = 0; i < np; i++)
@@ -141,7 +140,7 @@ sl_reqlog_encode(sl_store_batch_t *b, const unsigned char *key, size_t klen,
     memcpy(p, &f, sizeof(f));
     p += sizeof(f);
     for (int i = 0; i < NSTR; i++)
-        p = put_str(p, *s[i]);
+        p = put_str(p, v[i]);
     uint32_t n32 = (uint32_t)np;
     memcpy(p, &n32, 4);
     p += 4;
