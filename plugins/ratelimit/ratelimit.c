@@ -195,11 +195,14 @@ persist_now(const rl_t *rl, sluice_req_t *req, rl_bucket_t *b, uint32_t win) {
     rl->host->kv_set(req, key, (size_t)n, v, sizeof(v), RL_TTL_MS);
 }
 
-/* Puts the bucket on the table's dirty list, once until a flush. */
+/* Puts the bucket on the table's dirty list, once until a flush. Called
+ * after the counts changed; the fence and load pair with flush()'s
+ * clearing and fence: either this sees the flag cleared and lists the
+ * bucket again, or that flush reads the new counts. */
 static void
 mark_dirty(rl_table_t *t, rl_bucket_t *b) {
-    if (atomic_load_explicit(&b->dirty, memory_order_relaxed) ||
-        atomic_exchange(&b->dirty, 1))
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load(&b->dirty) || atomic_exchange(&b->dirty, 1))
         return;
     uint32_t self = (uint32_t)(b - t->buckets) + 1;
     uint32_t head = atomic_load_explicit(&t->dirty_head, memory_order_relaxed);
@@ -233,6 +236,7 @@ flush(rl_table_t *t, const sluice_host_t *h, sluice_kv_t *kv) {
         i = atomic_load_explicit(&b->next_dirty, memory_order_relaxed);
         atomic_store(&b->dirty, 0); /* before the read: a later change
                                        marks it again */
+        atomic_thread_fence(memory_order_seq_cst);
         char key[64];
         uint64_t v[2] = {rl_count(&b->reqs, win), rl_count(&b->toks, win)};
         int n = store_key(key, sizeof(key), win,
