@@ -286,6 +286,22 @@ sl_lua_prompt_get(lua_State *L, sl_lua_req_t *lr) {
     return 1;
 }
 
+/* The proxy read the body in place (the model's place, its closing
+ * brace): it reads the edited one again, so the upstream still gets the
+ * client's bytes with only the model replaced, not a printed tree. */
+static void
+rescan(sl_call_t *k, const char *old) {
+    sl_chat_facts_t f;
+    if (k->scanned != old)
+        return;
+    if (sl_chat_scan(k->r->body, k->r->body_len, &f) == 0) {
+        k->facts = f;
+        k->scanned = k->r->body;
+    } else {
+        k->scanned = NULL; /* the tree decides */
+    }
+}
+
 int
 sl_lua_prompt_set(lua_State *L, sl_lua_req_t *lr, int idx) {
     if (lua_type(L, idx) != LUA_TSTRING)
@@ -320,10 +336,12 @@ sl_lua_prompt_set(lua_State *L, sl_lua_req_t *lr, int idx) {
     char *body = splice(L, lr, r->body, r->body_len, v, e, idx, &len);
     if (body == NULL)
         return luaL_error(L, "ctx.prompt: out of memory");
+    const char *old = r->body;
     lr->pr_e = lr->pr_e + len - r->body_len;
     lr->pr_body = body;
     r->body = body;
     r->body_len = lr->pr_len = len;
+    rescan(lr->k, old);
     return 0;
 }
 
