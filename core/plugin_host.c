@@ -735,6 +735,22 @@ h_delta_set_text(sluice_req_t *req, const char *text, size_t len) {
     return rc;
 }
 
+/* Sets the hook's answer (a copy of body); the last respond*() call of a
+ * hook wins. */
+static int
+set_answer(sluice_req_t *req, int status, const char *body, size_t len,
+           int stream, int replay) {
+    char *copy = sl_arena_strndup(A(req), body, len);
+    if (copy == NULL)
+        return SLUICE_ENOMEM;
+    req->pipe->answer_status = status;
+    req->pipe->answer = copy;
+    req->pipe->answer_len = len;
+    req->pipe->answer_stream = stream;
+    req->pipe->answer_replay = replay;
+    return SLUICE_OK;
+}
+
 static int
 h_respond(sluice_req_t *req, int status, const char *json, size_t len) {
     PHASE(req, P_REQ | P_RESP | P_CHUNK);
@@ -744,15 +760,7 @@ h_respond(sluice_req_t *req, int status, const char *json, size_t len) {
     if (check == NULL)
         return SLUICE_EINVAL;
     cJSON_Delete(check);
-    char *copy = sl_arena_strndup(A(req), json, len);
-    if (copy == NULL)
-        return SLUICE_ENOMEM;
-    req->pipe->answer_status = status;
-    req->pipe->answer = copy;
-    req->pipe->answer_len = len;
-    req->pipe->answer_stream = 0; /* the last respond*() call wins */
-    req->pipe->answer_replay = 0;
-    return SLUICE_OK;
+    return set_answer(req, status, json, len, 0, 0);
 }
 
 /* ---- consumer, memory, state ---- */
@@ -1311,23 +1319,18 @@ h_response_body(sluice_req_t *req, const char **body, size_t *len) {
 }
 
 static int
+sse_ok(const char *sse, size_t len) {
+    return (len >= 5 && memcmp(sse, "data:", 5) == 0) ||
+           memmem(sse, len, "\ndata:", 6) != NULL;
+}
+
+static int
 h_respond_stream(sluice_req_t *req, int status, const char *sse, size_t len) {
     PHASE(req, P_REQ);
-    if (status < 200 || status > 599 || sse == NULL || len == 0)
+    if (status < 200 || status > 599 || sse == NULL || len == 0 ||
+        !sse_ok(sse, len))
         return SLUICE_EINVAL;
-    int any = (len >= 5 && memcmp(sse, "data:", 5) == 0) ||
-              memmem(sse, len, "\ndata:", 6) != NULL;
-    if (!any)
-        return SLUICE_EINVAL;
-    char *copy = sl_arena_strndup(A(req), sse, len);
-    if (copy == NULL)
-        return SLUICE_ENOMEM;
-    req->pipe->answer_status = status;
-    req->pipe->answer = copy;
-    req->pipe->answer_len = len;
-    req->pipe->answer_stream = 1;
-    req->pipe->answer_replay = 0;
-    return SLUICE_OK;
+    return set_answer(req, status, sse, len, 1, 0);
 }
 
 static int
@@ -1338,6 +1341,17 @@ h_respond_answer(sluice_req_t *req, int status, const char *json,
     if (rc == SLUICE_OK)
         req->pipe->answer_replay = 1;
     return rc;
+}
+
+static int
+h_respond_kept(sluice_req_t *req, int status, const char *body, size_t len,
+               int stream) {
+    PHASE(req, P_REQ);
+    if (status < 200 || status > 599 || body == NULL || len == 0 ||
+        (stream && !sse_ok(body, len)))
+        return SLUICE_EINVAL;
+    /* Flags as respond_stream() and respond_answer() set them. */
+    return set_answer(req, status, body, len, stream != 0, stream == 0);
 }
 
 static int
@@ -1369,41 +1383,69 @@ log_key_ok(const char *k) {
     return 1;
 }
 
+/* Appends s[0..n) at *o. */
+static void
+put_span(char **o, const char *s, size_t n) {
+    memcpy(*o, s, n);
+    *o += n;
+}
+
 static int
 h_log_field_set(sluice_req_t *req, const char *key, const char *value) {
     PHASE(req, P_REQ | P_RESP | P_CHUNK);
     sl_pipe_t *p = req->pipe;
-    if (key == NULL || value == NULL || !log_key_ok(key) ||
-        strlen(value) > 256)
+    if (key == NULL || value == NULL || !log_key_ok(key))
         return SLUICE_EINVAL;
-    size_t vn = strlen(value);
-    size_t esc = sl_json_escape(NULL, 0, 0, value, vn);
+    size_t vn = strnlen(value, 257), plain = 0;
+    if (vn > 256)
+        return SLUICE_EINVAL;
+    /* Values are mostly plain (a cache key, "hit"): copied as they are. */
+    while (plain < vn && (unsigned char)value[plain] >= 0x20 &&
+           value[plain] != '"' && value[plain] != '\\' &&
+           value[plain] != 0x7f)
+        plain++;
+    size_t esc = plain == vn ? vn : sl_json_escape(NULL, 0, 0, value, vn);
     char *v = sl_arena_alloc(A(req), esc + 1);
     if (v == NULL)
         return SLUICE_ENOMEM;
-    sl_json_escape(v, esc + 1, 0, value, vn);
-    v[esc] = '\0';
-    size_t slot = p->nlog, total = strlen(key) + esc + 6;
+    if (plain == vn) {
+        memcpy(v, value, vn);
+        v[vn] = '\0';
+    } else {
+        sl_json_escape(v, esc + 1, 0, value, vn);
+        v[esc] = '\0';
+    }
+    size_t kn = strlen(key), slot = p->nlog, total = kn + esc + 6;
+    size_t klen[SL_PIPE_MAX_LOG_FIELDS], vlen[SL_PIPE_MAX_LOG_FIELDS];
     for (size_t i = 0; i < p->nlog; i++) {
-        if (strcmp(p->lname[i], key) == 0)
+        klen[i] = strlen(p->lname[i]);
+        vlen[i] = strlen(p->lvalue[i]);
+        if (klen[i] == kn && memcmp(p->lname[i], key, kn) == 0)
             slot = i;
         else
-            total += strlen(p->lname[i]) + strlen(p->lvalue[i]) + 6;
+            total += klen[i] + vlen[i] + 6;
     }
     if (slot == SL_PIPE_MAX_LOG_FIELDS || total > SL_PIPE_LOG_BYTES)
         return SLUICE_ETOOBIG;
-    const char *k = sl_arena_strndup(A(req), key, strlen(key));
-    char *line = sl_arena_alloc(A(req), total + 1);
+    const char *k = slot < p->nlog ? p->lname[slot]
+                                   : sl_arena_strndup(A(req), key, kn);
+    char *line = sl_arena_alloc(A(req), total + 1), *o = line;
     if (k == NULL || line == NULL)
         return SLUICE_ENOMEM;
     p->lname[slot] = k;
     p->lvalue[slot] = v;
+    klen[slot] = kn;
+    vlen[slot] = esc;
     if (slot == p->nlog)
         p->nlog++;
-    size_t off = 0;
-    for (size_t i = 0; i < p->nlog; i++)
-        off += (size_t)sprintf(line + off, ",\"%s\":\"%s\"", p->lname[i],
-                               p->lvalue[i]);
+    for (size_t i = 0; i < p->nlog; i++) {
+        put_span(&o, ",\"", 2);
+        put_span(&o, p->lname[i], klen[i]);
+        put_span(&o, "\":\"", 3);
+        put_span(&o, p->lvalue[i], vlen[i]);
+        put_span(&o, "\"", 1);
+    }
+    *o = '\0';
     R(req)->plugin_log = line;
     return SLUICE_OK;
 }
@@ -1466,6 +1508,7 @@ static const sluice_host_t host = {
     .keys_version = h_keys_version,
     .response_header_prepare = h_response_header_prepare,
     .response_header_set_prepared = h_response_header_set_prepared,
+    .respond_kept = h_respond_kept,
 };
 
 const sluice_host_t *

@@ -22,7 +22,11 @@
 
 #include <sluice/plugin.h>
 
-#include <openssl/evp.h>
+/* SHA256() with a context on the stack: EVP's init, update and final
+ * allocate and look the provider up, several times the hash itself on
+ * a key this size. */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,11 +48,14 @@ static const sluice_config_field_t schema[] = {
 
 typedef struct {
     const sluice_host_t *h;
-    /* Fetched once: OpenSSL 3 looks EVP_sha256() up on every init. */
-    EVP_MD *sha256;
     int64_t ttl_ms, max_entries, max_bytes;
     int shared, cache_temperature;
+    int kept; /* the host has respond_kept */
 } cache_t;
+
+/* What a hit first reads into: most answers fit, a bigger one takes a
+ * second read. */
+#define CACHE_READ_GUESS 4096
 
 typedef enum { C_BYPASS = 0, C_MISS, C_HIT } cmode_t;
 
@@ -97,12 +104,7 @@ create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
         free(c);
         return SLUICE_EINVAL;
     }
-    c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (c->sha256 == NULL) {
-        snprintf(err, errlen, "libcrypto has no SHA256");
-        free(c);
-        return SLUICE_EINVAL;
-    }
+    c->kept = SLUICE_HOST_HAS(h, respond_kept);
     c->ttl_ms = ttl * 1000;
     c->shared = strcmp(scope, "shared") == 0;
     *instance = c;
@@ -112,10 +114,7 @@ create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
 static void
 destroy(void *instance)
 {
-    cache_t *c = instance;
-    if (c != NULL)
-        EVP_MD_free(c->sha256);
-    free(c);
+    free(instance);
 }
 
 static void
@@ -148,21 +147,19 @@ no_cache(cache_t *c, sluice_req_t *req)
 
 /* "e:" model "\0" hex(sha256(scope "\n" canonical)). */
 static int
-make_key(const EVP_MD *sha256, creq_t *st, const char *model,
-         const char *scope, const char *canonical)
+make_key(creq_t *st, const char *model, const char *scope,
+         const cr_request_t *rq)
 {
-    unsigned char md[32];
-    unsigned int mdlen = 0;
-    EVP_MD_CTX *x = EVP_MD_CTX_new();
-    int ok = x != NULL && EVP_DigestInit_ex(x, sha256, NULL) == 1 &&
-             EVP_DigestUpdate(x, scope, strlen(scope)) == 1 &&
-             EVP_DigestUpdate(x, "\n", 1) == 1 &&
-             EVP_DigestUpdate(x, canonical, strlen(canonical)) == 1 &&
-             EVP_DigestFinal_ex(x, md, &mdlen) == 1;
-    EVP_MD_CTX_free(x);
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256_CTX x;
     size_t ml = strlen(model);
-    if (!ok || 2 + ml + 1 + 64 > sizeof(st->key))
+    if (2 + ml + 1 + 64 > sizeof(st->key))
         return -1;
+    SHA256_Init(&x);
+    SHA256_Update(&x, scope, strlen(scope));
+    SHA256_Update(&x, "\n", 1);
+    SHA256_Update(&x, rq->canonical, rq->len);
+    SHA256_Final(md, &x);
     memcpy(st->key, "e:", 2);
     memcpy(st->key + 2, model, ml + 1); /* with its NUL */
     static const char hex[] = "0123456789abcdef";
@@ -174,21 +171,55 @@ make_key(const EVP_MD *sha256, creq_t *st, const char *model,
     return 0;
 }
 
+/* Answers with a stored answer: checked when it was stored, so sent as
+ * it is (respond_kept) where the host can. */
 static sluice_verdict_t
 serve(cache_t *c, sluice_req_t *req, creq_t *st, const char *body,
       size_t len, int include_usage)
 {
-    if (!st->stream)
-        return c->h->respond_answer(req, 200, body, len) == SLUICE_OK
-                   ? SLUICE_RESPOND
-                   : SLUICE_CONTINUE;
+    int rc;
+    if (!st->stream) {
+        rc = c->kept ? c->h->respond_kept(req, 200, body, len, 0)
+                     : c->h->respond_answer(req, 200, body, len);
+        return rc == SLUICE_OK ? SLUICE_RESPOND : SLUICE_CONTINUE;
+    }
     size_t sl;
     char *sse = cr_sse_from_completion(body, len, include_usage, &sl);
     if (sse == NULL)
         return SLUICE_CONTINUE;
-    int rc = c->h->respond_stream(req, 200, sse, sl);
+    rc = c->kept ? c->h->respond_kept(req, 200, sse, sl, 1)
+                 : c->h->respond_stream(req, 200, sse, sl);
     free(sse);
     return rc == SLUICE_OK ? SLUICE_RESPOND : SLUICE_CONTINUE;
+}
+
+/* The stored answer for st->key, in request memory: SLUICE_OK, or what
+ * kv_get said (SLUICE_ENOTFOUND, SLUICE_EUNAVAIL...); an answer over
+ * max_entry_bytes reads as SLUICE_ETOOBIG. */
+static int
+lookup(cache_t *c, sluice_req_t *req, creq_t *st, char **val, size_t *vlen)
+{
+    const sluice_host_t *h = c->h;
+    size_t cap = (size_t)c->max_bytes < CACHE_READ_GUESS
+                     ? (size_t)c->max_bytes
+                     : CACHE_READ_GUESS;
+    char *buf = h->alloc(req, cap + 1);
+    if (buf == NULL)
+        return SLUICE_ENOMEM;
+    int rc = h->kv_get(req, st->key, st->klen, buf, cap, vlen);
+    if (rc == SLUICE_ETOOBIG && *vlen > cap && *vlen <= (size_t)c->max_bytes) {
+        /* Bigger than the first guess: read it again, whole. */
+        if ((buf = h->alloc(req, *vlen + 1)) == NULL)
+            return SLUICE_ENOMEM;
+        rc = h->kv_get(req, st->key, st->klen, buf, *vlen, vlen);
+    }
+    if (rc != SLUICE_OK)
+        return rc;
+    if (*vlen == 0)
+        return SLUICE_ENOTFOUND;
+    buf[*vlen] = '\0';
+    *val = buf;
+    return SLUICE_OK;
 }
 
 static sluice_verdict_t
@@ -218,8 +249,7 @@ on_request(void *instance, sluice_req_t *req)
     }
     if (!c->shared)
         h->consumer(req, &consumer);
-    int keyed = make_key(c->sha256, st, model, c->shared ? "*" : consumer,
-                         rq.canonical) == 0;
+    int keyed = make_key(st, model, c->shared ? "*" : consumer, &rq) == 0;
     int include_usage = rq.include_usage;
     int hot = rq.temperature_set && !c->cache_temperature;
     cr_request_free(&rq);
@@ -228,21 +258,17 @@ on_request(void *instance, sluice_req_t *req)
         return SLUICE_CONTINUE;
     }
 
+    char *val;
     size_t vlen = 0;
-    int rc = h->kv_get(req, st->key, st->klen, NULL, 0, &vlen);
-    if (rc == SLUICE_ETOOBIG && vlen > 0 && vlen <= (size_t)c->max_bytes) {
-        char *val = h->alloc(req, vlen + 1);
-        if (val != NULL &&
-            h->kv_get(req, st->key, st->klen, val, vlen, &vlen) == SLUICE_OK) {
-            val[vlen] = '\0';
-            /* Marked first: the headers must be set before the answer. */
-            mark(c, req, "hit");
-            h->log_field_set(req, "cache_key", st->key + st->klen - 64);
-            st->mode = C_HIT;
-            sluice_verdict_t v = serve(c, req, st, val, vlen, include_usage);
-            if (v == SLUICE_RESPOND)
-                return v;
-        }
+    int rc = lookup(c, req, st, &val, &vlen);
+    if (rc == SLUICE_OK) {
+        /* Marked first: the headers must be set before the answer. */
+        mark(c, req, "hit");
+        h->log_field_set(req, "cache_key", st->key + st->klen - 64);
+        st->mode = C_HIT;
+        sluice_verdict_t v = serve(c, req, st, val, vlen, include_usage);
+        if (v == SLUICE_RESPOND)
+            return v;
     }
     /* Absent, unreadable, or a store that is not there: a miss. */
     h->log_field_set(req, "cache_key", st->key + st->klen - 64);
@@ -289,7 +315,7 @@ on_response(void *instance, sluice_req_t *req)
     if (st == NULL || st->mode != C_MISS ||
         c->h->response_status(req, &status) != SLUICE_OK || status != 200 ||
         c->h->response_body(req, &body, &len) != SLUICE_OK ||
-        !cr_answer_ok(body, len))
+        len > (size_t)c->max_bytes || !cr_answer_ok(body, len))
         return SLUICE_CONTINUE; /* errors are never stored */
     store(c, req, st, body, len);
     return SLUICE_CONTINUE;

@@ -11,47 +11,365 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- canonical requests ---- */
+/* ---- canonical requests ----
+ *
+ * The request comes as the host prints it (compact JSON), so the
+ * canonical form is that text with its object members reordered: the
+ * scanner below sorts spans of it and copies them, without building a
+ * tree. It prints what cJSON would print for the sorted tree (numbers
+ * and strings are already in cJSON's form), so keys stay the same. */
 
 static const char *const transport_only[] = {"stream", "stream_options",
                                              "user", "metadata", "store",
                                              "service_tier", NULL};
 
-static int
-cmp_items(const void *a, const void *b)
+#define CR_MAX_DEPTH 64
+
+typedef struct {
+    const char *p, *end;
+    char *out;
+    size_t n, cap;
+} cr_scan_t;
+
+/* One object member: its key (without the quotes) and its value, as
+ * spans of the input. */
+typedef struct {
+    const char *key;
+    size_t klen;
+    const char *val, *vend;
+} cr_member_t;
+
+static void
+skip_ws(cr_scan_t *s)
 {
-    const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
-    return strcmp(x->string, y->string);
+    while (s->p < s->end &&
+           (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
+        s->p++;
 }
 
-/* Sorts the keys of every object under node, in place. */
 static int
-sort_keys(cJSON *node)
+copy_out(cr_scan_t *s, const char *b, size_t n)
 {
-    cJSON *it;
-    size_t n = 0;
-    for (it = node->child; it != NULL; it = it->next) {
-        if ((cJSON_IsObject(it) || cJSON_IsArray(it)) && sort_keys(it) != 0)
-            return -1;
-        n++;
-    }
-    if (!cJSON_IsObject(node) || n < 2)
-        return 0;
-    cJSON **v = malloc(n * sizeof(*v));
-    if (v == NULL)
-        return -1;
-    n = 0;
-    for (it = node->child; it != NULL; it = it->next)
-        v[n++] = it;
-    qsort(v, n, sizeof(*v), cmp_items);
-    for (size_t i = 0; i < n; i++) {
-        v[i]->prev = i > 0 ? v[i - 1] : v[n - 1]; /* cJSON: head->prev is
-                                                     the tail */
-        v[i]->next = i + 1 < n ? v[i + 1] : NULL;
-    }
-    node->child = v[0];
-    free(v);
+    if (n > s->cap - s->n)
+        return -1; /* cannot happen: the output is never longer */
+    memcpy(s->out + s->n, b, n);
+    s->n += n;
     return 0;
+}
+
+/* Steps over a string at s->p (at its quote). */
+static int
+skip_string(cr_scan_t *s)
+{
+    const char *p = s->p + 1;
+    for (;;) {
+        p = memchr(p, '"', (size_t)(s->end - p));
+        if (p == NULL)
+            return -1;
+        size_t bs = 0; /* an odd run of backslashes escapes it */
+        while (p - bs > s->p + 1 && p[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
+        if (bs % 2 == 0)
+            break;
+        p++;
+    }
+    s->p = p + 1;
+    return 0;
+}
+
+/* Steps over any value. */
+static int
+skip_value(cr_scan_t *s)
+{
+    int depth = 0;
+    do {
+        skip_ws(s);
+        if (s->p >= s->end)
+            return -1;
+        char c = *s->p;
+        if (c == '"') {
+            if (skip_string(s) != 0)
+                return -1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > CR_MAX_DEPTH)
+                return -1;
+            s->p++;
+        } else if (c == '}' || c == ']') {
+            if (--depth < 0)
+                return -1;
+            s->p++;
+        } else if (c == ',' || c == ':') {
+            if (depth == 0)
+                return -1;
+            s->p++;
+        } else {
+            while (s->p < s->end && *s->p != ',' && *s->p != '}' &&
+                   *s->p != ']' && *s->p != ':' && *s->p != ' ' &&
+                   *s->p != '\n' && *s->p != '\r' && *s->p != '\t')
+                s->p++;
+        }
+    } while (depth > 0);
+    return 0;
+}
+
+static int
+cmp_members(const void *a, const void *b)
+{
+    const cr_member_t *x = a, *y = b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->key, y->key, n);
+    if (c != 0)
+        return c;
+    return x->klen < y->klen ? -1 : x->klen > y->klen;
+}
+
+static int
+key_is(const cr_member_t *m, const char *k)
+{
+    return m->klen == strlen(k) && memcmp(m->key, k, m->klen) == 0;
+}
+
+static int emit_value(cr_scan_t *s, int depth);
+
+/* The members of the object at s->p, in input order; *out is members or
+ * a malloc'd array (more than `have`). */
+static int
+read_members(cr_scan_t *s, cr_member_t *members, size_t have,
+             cr_member_t **out, size_t *count)
+{
+    cr_member_t *m = members;
+    size_t n = 0, cap = have;
+    s->p++; /* '{' */
+    skip_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        *out = m;
+        *count = 0;
+        return 0;
+    }
+    for (;;) {
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != '"')
+            goto fail;
+        const char *k = s->p + 1;
+        if (skip_string(s) != 0)
+            goto fail;
+        size_t klen = (size_t)(s->p - 1 - k);
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != ':')
+            goto fail;
+        s->p++;
+        skip_ws(s);
+        const char *v = s->p;
+        if (skip_value(s) != 0)
+            goto fail;
+        if (n + 1 == cap) { /* one slot spare: the top level's model */
+            cr_member_t *g = malloc(2 * cap * sizeof(*g));
+            if (g == NULL)
+                goto fail;
+            memcpy(g, m, n * sizeof(*g));
+            if (m != members)
+                free(m);
+            m = g;
+            cap *= 2;
+        }
+        m[n++] = (cr_member_t){k, klen, v, s->p};
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            continue;
+        }
+        if (s->p < s->end && *s->p == '}') {
+            s->p++;
+            break;
+        }
+        goto fail;
+    }
+    *out = m;
+    *count = n;
+    return 0;
+fail:
+    if (m != members)
+        free(m);
+    return -1;
+}
+
+/* Copies the value at s->p with every object's members sorted by key. */
+static int
+emit_value(cr_scan_t *s, int depth)
+{
+    skip_ws(s);
+    if (s->p >= s->end || depth > CR_MAX_DEPTH)
+        return -1;
+    if (*s->p == '{') {
+        cr_member_t local[16], *m;
+        size_t n;
+        if (read_members(s, local, 16, &m, &n) != 0)
+            return -1;
+        const char *after = s->p;
+        if (n > 1)
+            qsort(m, n, sizeof(*m), cmp_members);
+        int rc = copy_out(s, "{", 1);
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            rc = (i > 0 ? copy_out(s, ",", 1) : 0) || copy_out(s, "\"", 1) ||
+                 copy_out(s, m[i].key, m[i].klen) || copy_out(s, "\":", 2);
+            s->p = m[i].val;
+            if (rc == 0)
+                rc = emit_value(s, depth + 1);
+        }
+        if (m != local)
+            free(m);
+        s->p = after;
+        return rc == 0 ? copy_out(s, "}", 1) : -1;
+    }
+    if (*s->p == '[') {
+        s->p++;
+        if (copy_out(s, "[", 1) != 0)
+            return -1;
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            return copy_out(s, "]", 1);
+        }
+        for (int first = 1;; first = 0) {
+            if ((!first && copy_out(s, ",", 1) != 0) ||
+                emit_value(s, depth + 1) != 0)
+                return -1;
+            skip_ws(s);
+            if (s->p < s->end && *s->p == ',') {
+                s->p++;
+                continue;
+            }
+            if (s->p < s->end && *s->p == ']') {
+                s->p++;
+                return copy_out(s, "]", 1);
+            }
+            return -1;
+        }
+    }
+    const char *v = s->p;
+    if (skip_value(s) != 0)
+        return -1;
+    return copy_out(s, v, (size_t)(s->p - v));
+}
+
+/* The JSON string for s as cJSON prints it. Returns its length; writes
+ * it when out is not NULL. */
+static size_t
+json_string(const char *s, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+#define CR_OUT(c)                                                              \
+    do {                                                                       \
+        if (out != NULL)                                                       \
+            out[n] = (c);                                                      \
+        n++;                                                                   \
+    } while (0)
+    CR_OUT('"');
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        const char *e = NULL;
+        switch (*c) {
+        case '"': e = "\\\""; break;
+        case '\\': e = "\\\\"; break;
+        case '\b': e = "\\b"; break;
+        case '\f': e = "\\f"; break;
+        case '\n': e = "\\n"; break;
+        case '\r': e = "\\r"; break;
+        case '\t': e = "\\t"; break;
+        default: break;
+        }
+        if (e != NULL) {
+            CR_OUT(e[0]);
+            CR_OUT(e[1]);
+        } else if (*c < 0x20) {
+            CR_OUT('\\');
+            CR_OUT('u');
+            CR_OUT('0');
+            CR_OUT('0');
+            CR_OUT(hex[*c >> 4]);
+            CR_OUT(hex[*c & 15]);
+        } else {
+            CR_OUT((char)*c);
+        }
+    }
+    CR_OUT('"');
+#undef CR_OUT
+    return n;
+}
+
+/* Top level: transport-only members dropped, "model" replaced, what the
+ * cache decides on noted. */
+static int
+emit_request(cr_scan_t *s, const char *model, cr_request_t *out)
+{
+    cr_member_t local[16], *m;
+    size_t n, k = 0;
+    skip_ws(s);
+    if (s->p >= s->end || *s->p != '{' ||
+        read_members(s, local, 16, &m, &n) != 0)
+        return -1;
+    skip_ws(s);
+    int rc = s->p == s->end ? 0 : -1;
+    int model_seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        int drop = 0;
+        for (size_t t = 0; transport_only[t] != NULL; t++)
+            if (key_is(&m[i], transport_only[t]))
+                drop = 1;
+        if (key_is(&m[i], "temperature") && m[i].val < m[i].vend &&
+            (*m[i].val == '-' || (*m[i].val >= '0' && *m[i].val <= '9')))
+            out->temperature_set = strtod(m[i].val, NULL) > 0;
+        if (key_is(&m[i], "stream_options") && *m[i].val == '{') {
+            cr_scan_t sub = {m[i].val, m[i].vend, NULL, 0, 0};
+            cr_member_t l2[8], *m2;
+            size_t n2;
+            if (read_members(&sub, l2, 8, &m2, &n2) == 0) {
+                for (size_t j = 0; j < n2; j++)
+                    if (key_is(&m2[j], "include_usage"))
+                        out->include_usage =
+                            m2[j].vend - m2[j].val == 4 &&
+                            memcmp(m2[j].val, "true", 4) == 0;
+                if (m2 != l2)
+                    free(m2);
+            }
+        }
+        if (model != NULL && key_is(&m[i], "model")) {
+            if (model_seen)
+                continue; /* as cJSON deletes one, the first */
+            model_seen = 1;
+            drop = 1;
+        }
+        if (!drop)
+            m[k++] = m[i];
+    }
+    char *mv = NULL;
+    if (model != NULL) { /* the model as routed, not as asked */
+        size_t ml = json_string(model, NULL);
+        if ((mv = malloc(ml)) == NULL) {
+            rc = -1;
+        } else {
+            json_string(model, mv);
+            m[k++] = (cr_member_t){"model", 5, mv, mv + ml};
+        }
+    }
+    if (k > 1)
+        qsort(m, k, sizeof(*m), cmp_members);
+    if (rc == 0)
+        rc = copy_out(s, "{", 1);
+    for (size_t i = 0; i < k && rc == 0; i++) {
+        rc = (i > 0 ? copy_out(s, ",", 1) : 0) || copy_out(s, "\"", 1) ||
+             copy_out(s, m[i].key, m[i].klen) || copy_out(s, "\":", 2);
+        cr_scan_t v = {m[i].val, m[i].vend, s->out, s->n, s->cap};
+        if (rc == 0 && (rc = emit_value(&v, 1)) == 0)
+            s->n = v.n;
+    }
+    if (rc == 0)
+        rc = copy_out(s, "}", 1);
+    free(mv);
+    if (m != local)
+        free(m);
+    return rc;
 }
 
 int
@@ -59,26 +377,21 @@ cr_request_parse(const char *json, size_t len, const char *model,
                  cr_request_t *out)
 {
     memset(out, 0, sizeof(*out));
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+    /* Never longer than the input plus the model and its quotes (each of
+     * its bytes escapes to at most six). */
+    size_t cap = len + 16 + (model != NULL ? 6 * strlen(model) : 0);
+    cr_scan_t s = {json, json + len, malloc(cap + 1), 0, cap};
+    if (s.out == NULL)
+        return -1;
+    if (emit_request(&s, model, out) != 0) {
+        free(s.out);
+        memset(out, 0, sizeof(*out));
         return -1;
     }
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "temperature");
-    out->temperature_set = cJSON_IsNumber(t) && t->valuedouble > 0;
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
-    out->include_usage =
-        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
-    for (size_t i = 0; transport_only[i] != NULL; i++)
-        cJSON_DeleteItemFromObjectCaseSensitive(root, transport_only[i]);
-    if (model != NULL) {
-        cJSON_DeleteItemFromObjectCaseSensitive(root, "model");
-        cJSON_AddStringToObject(root, "model", model);
-    }
-    if (sort_keys(root) == 0)
-        out->canonical = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    return out->canonical != NULL ? 0 : -1;
+    s.out[s.n] = '\0';
+    out->canonical = s.out;
+    out->len = s.n;
+    return 0;
 }
 
 void

@@ -10,12 +10,15 @@
 /* What the cache needs to know of a request. */
 typedef struct {
     char *canonical;      /* sorted, without transport-only fields */
+    size_t len;           /* of canonical */
     int temperature_set;  /* the request sets a temperature > 0 */
     int include_usage;    /* stream_options.include_usage */
 } cr_request_t;
 
-/* Parses request JSON; model replaces its "model". 0, or -1 when it is
- * not a JSON object (or on OOM). Free with cr_request_free. */
+/* Reads request JSON as the host prints it (request_json: compact, its
+ * numbers and strings in cJSON's form); model replaces its "model". 0,
+ * or -1 when it is not a JSON object (or on OOM). Free with
+ * cr_request_free. */
 int cr_request_parse(const char *json, size_t len, const char *model,
                      cr_request_t *out);
 void cr_request_free(cr_request_t *r);

@@ -989,6 +989,18 @@ test_host_gives_the_whole_request_log_fields_and_replayed_answers(
     assert_true(f.r.pipe->answer_replay && !f.r.pipe->answer_stream);
     assert_int_equal(h->respond(&req, 403, "{}", 2), 0); /* the last wins */
     assert_true(!f.r.pipe->answer_replay && !f.r.pipe->answer_stream);
+    /* A kept answer is not parsed again: the plugin vouches for it. */
+    assert_true(SLUICE_HOST_HAS(h, respond_kept));
+    assert_int_equal(h->respond_kept(&req, 200, "{kept", 5, 0), 0);
+    assert_true(f.r.pipe->answer_replay && !f.r.pipe->answer_stream);
+    assert_int_equal(f.r.pipe->answer_len, 5);
+    assert_memory_equal(f.r.pipe->answer, "{kept", 5);
+    assert_int_equal(h->respond_kept(&req, 200, "data: {}\n\n", 10, 1), 0);
+    assert_true(!f.r.pipe->answer_replay && f.r.pipe->answer_stream);
+    assert_int_equal(h->respond_kept(&req, 200, "event: x\n\n", 10, 1),
+                     SLUICE_EINVAL); /* no data event */
+    assert_int_equal(h->respond_kept(&req, 600, "{}", 2, 0), SLUICE_EINVAL);
+    assert_int_equal(h->respond_kept(&req, 200, "", 0, 0), SLUICE_EINVAL);
     assert_int_equal(h->response_complete(&req), SLUICE_EPHASE);
     assert_int_equal(h->response_body(&req, &json, &len), SLUICE_EPHASE);
 
@@ -997,6 +1009,7 @@ test_host_gives_the_whole_request_log_fields_and_replayed_answers(
     assert_int_equal(h->log_field_set(&logp, "late", "v"), SLUICE_EPHASE);
     assert_int_equal(h->respond_stream(&logp, 200, "data: {}\n\n", 10),
                      SLUICE_EPHASE);
+    assert_int_equal(h->respond_kept(&logp, 200, "{}", 2, 0), SLUICE_EPHASE);
     assert_int_equal(h->response_complete(&logp), 0); /* nothing sent */
     fake_end(&f);
     sl_plugins_free(ps);

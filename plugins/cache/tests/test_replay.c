@@ -21,6 +21,128 @@ canon(const char *json, const char *model)
     return r.canonical;
 }
 
+/* The canonical form as the cache computed it with a cJSON tree: parse,
+ * drop transport-only fields, replace the model, sort keys at every
+ * level, print. replay.c computes it without a tree; keys written before
+ * stay valid only while the two agree. */
+static int
+cmp_items(const void *a, const void *b)
+{
+    const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
+    return strcmp(x->string, y->string);
+}
+
+static void
+sort_keys(cJSON *node)
+{
+    cJSON *it, *v[64];
+    size_t n = 0;
+    for (it = node->child; it != NULL; it = it->next) {
+        if (cJSON_IsObject(it) || cJSON_IsArray(it))
+            sort_keys(it);
+        n++;
+    }
+    if (!cJSON_IsObject(node) || n < 2)
+        return;
+    assert_true(n <= 64);
+    n = 0;
+    for (it = node->child; it != NULL; it = it->next)
+        v[n++] = it;
+    qsort(v, n, sizeof(*v), cmp_items);
+    for (size_t i = 0; i < n; i++) {
+        v[i]->prev = i > 0 ? v[i - 1] : v[n - 1];
+        v[i]->next = i + 1 < n ? v[i + 1] : NULL;
+    }
+    node->child = v[0];
+}
+
+static char *
+tree_canonical(const char *json, const char *model)
+{
+    static const char *const transport[] = {"stream", "stream_options",
+                                            "user", "metadata", "store",
+                                            "service_tier", NULL};
+    cJSON *root = cJSON_Parse(json);
+    assert_non_null(root);
+    for (size_t i = 0; transport[i] != NULL; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(root, transport[i]);
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "model");
+    cJSON_AddStringToObject(root, "model", model);
+    sort_keys(root);
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+static void
+test_the_canonical_form_is_what_a_sorted_cjson_tree_prints(void **state)
+{
+    (void)state;
+    const char *const requests[] = {
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+        "\"hello from the benchmark\"}]}",
+        "{\"zeta\":1,\"alpha\":{\"z\":[{\"b\":1,\"a\":2},[3,{\"y\":null,"
+        "\"x\":true}]],\"a\":\"s\"},\"model\":\"other\",\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":true},\"user\":\"u\","
+        "\"metadata\":{\"k\":\"v\"},\"store\":false,\"service_tier\":"
+        "\"auto\"}",
+        "{\"messages\":[{\"content\":[{\"type\":\"text\",\"text\":\"a "
+        "\\\"quoted\\\" \\\\ back\\nslash \\u0001\"},{\"type\":\"image_url\","
+        "\"image_url\":{\"url\":\"data:x\",\"detail\":\"low\"}}],\"role\":"
+        "\"user\",\"name\":\"n\"}],\"temperature\":0.7,\"top_p\":1e-5,"
+        "\"max_tokens\":1234567890123,\"n\":-2.5,\"stop\":[\"}\",\"]\","
+        "\",\",\":\"]}",
+        "{\"ab\":1,\"a\":2,\"abc\":3,\"b\":{},\"c\":[],\"d\":\"\","
+        "\"\\u00e9t\\u00e9\":\"caf\\u00e9 \\u2603\",\"B\":0}",
+        "{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"parameters\":{\"type\":\"object\",\"properties\":{\"q\":{"
+        "\"type\":\"string\"},\"a\":{\"type\":\"integer\"}},\"required\":"
+        "[\"q\"]}}}],\"tool_choice\":\"auto\",\"model\":\"m\",\"messages\":"
+        "[]}",
+        "{\"k0\":0,\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,"
+        "\"k7\":7,\"k8\":8,\"k9\":9,\"ka\":10,\"kb\":11,\"kc\":12,\"kd\":13,"
+        "\"ke\":14,\"kf\":15,\"kg\":{\"k0\":0,\"k1\":1,\"k2\":2,\"k3\":3,"
+        "\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8,\"k9\":9,\"ka\":10,"
+        "\"kb\":11,\"kc\":12,\"kd\":13,\"ke\":14,\"kf\":15,\"kg\":16}}",
+    };
+    const char *const models[] = {"m", "gpt-4o", "we\"ird\\name\n",
+                                  "caf\xc3\xa9"};
+    for (size_t i = 0; i < sizeof(requests) / sizeof(requests[0]); i++) {
+        /* What request_json hands the plugin: cJSON's own print. */
+        cJSON *t = cJSON_Parse(requests[i]);
+        assert_non_null(t);
+        char *printed = cJSON_PrintUnformatted(t);
+        cJSON_Delete(t);
+        for (size_t j = 0; j < sizeof(models) / sizeof(models[0]); j++) {
+            char *want = tree_canonical(printed, models[j]);
+            cr_request_t r;
+            assert_int_equal(
+                cr_request_parse(printed, strlen(printed), models[j], &r), 0);
+            assert_string_equal(r.canonical, want);
+            assert_int_equal(r.len, strlen(want));
+            cr_request_free(&r);
+            free(want);
+        }
+        free(printed);
+    }
+}
+
+static void
+test_text_that_is_not_one_json_object_has_no_canonical_form(void **state)
+{
+    (void)state;
+    const char *const bad[] = {"", "[1]", "\"s\"", "{", "{\"a\":1",
+                               "{\"a\":1}}", "{\"a\":1,}", "{\"a\" 1}",
+                               "{\"a\":[1,2}", "{\"a\":\"x}", "{\"a\":1} x",
+                               "{1:2}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_request_t r;
+        assert_int_equal(cr_request_parse(bad[i], strlen(bad[i]), "m", &r),
+                         -1);
+        assert_null(r.canonical);
+    }
+}
+
 static void
 test_key_order_and_transport_fields_do_not_change_the_canonical_form(
     void **state)
@@ -219,6 +341,10 @@ main(void)
         cmocka_unit_test(
             test_parameters_that_change_the_answer_change_the_canonical_form),
         cmocka_unit_test(test_temperature_and_usage_flags),
+        cmocka_unit_test(
+            test_the_canonical_form_is_what_a_sorted_cjson_tree_prints),
+        cmocka_unit_test(
+            test_text_that_is_not_one_json_object_has_no_canonical_form),
         cmocka_unit_test(test_only_finished_completions_are_worth_storing),
         cmocka_unit_test(test_a_stream_assembles_into_a_whole_completion),
         cmocka_unit_test(test_a_cut_or_failed_stream_is_never_assembled),

@@ -582,6 +582,19 @@ struct sluice_host {
                                         const sluice_header_name_t *h,
                                         const char *value, size_t len);
 
+    /* Answers in the upstream's place with an answer the plugin kept
+     * from an earlier upstream answer that passed its checks (a cache
+     * hit): like respond_answer() when stream is 0 (`body` is the JSON
+     * answer) and respond_stream() when it is 1 (a text/event-stream
+     * body), except that a JSON body is not parsed again to check it:
+     * the plugin vouches for it, and a hit costs no JSON work. Copied.
+     * SLUICE_EINVAL for a status out of 200..599, an empty body, or a
+     * stream body with no data event. The hook then returns
+     * SLUICE_RESPOND. Phase: req. Since 1.1; test it with
+     * SLUICE_HOST_HAS(host, respond_kept). */
+    int (*respond_kept)(sluice_req_t *req, int status, const char *body,
+                        size_t len, int stream);
+
     /* New entries go here, each with "since 1.N". */
 };
 
