@@ -20,6 +20,11 @@ typedef struct {
     double weight;      /* what it adds to the score */
     const char *re;     /* on the normalised form (words, single spaces) */
     const char *squash; /* a literal on the squashed form, or NULL */
+    /* Word starts, space-separated: every match of re holds one of them
+     * at the start of a word of the normalised form, so a text without
+     * any skips re (NULL: re always runs). Most prompts hold none of a
+     * phrase's words: this prefilter spares them most pattern runs. */
+    const char *words;
 } phrase_t;
 
 /* Verbs and objects that recur across phrasings. */
@@ -29,48 +34,64 @@ typedef struct {
 #define IGNORE "(?:ignore|disregard|forget|skip|drop|abandon|discard|bypass|override|overrule|neglect|dismiss|set aside|throw out|put aside|stop following|don t follow|do not follow|no longer follow|cancel)"
 #define REVEAL "(?:reveal|print|show|display|repeat|output|tell|leak|dump|expose|disclose|give|share|recite|write out|spell out|paste|list)"
 
+/* Word starts of which each alternative of IGNORE and REVEAL holds one. */
+#define IGNORE_W                                                              \
+    "ignore disregard forget skip drop abandon discard bypass overr neglect "  \
+    "dismiss aside throw follow cancel"
+#define REVEAL_W                                                              \
+    "reveal print show display repeat output tell leak dump expose disclose "  \
+    "give share recite write spell paste list"
+
 static const phrase_t phrases[] = {
     /* "ignore all previous instructions" and its many cousins */
     {"ignore_previous", 1.0,
      "\\b" IGNORE " " ART PRIOR "(?: " PRIOR ")?(?: \\w+)? " INSTR "\\b",
-     NULL},
-    {"ignore_previous_squashed", 1.0, NULL, "ignoreallpreviousinstructions"},
-    {"ignore_previous_squashed2", 1.0, NULL, "ignorepreviousinstructions"},
-    {"ignore_previous_squashed3", 1.0, NULL, "disregardpreviousinstructions"},
-    {"ignore_previous_squashed4", 1.0, NULL, "ignoreyourinstructions"},
-    {"ignore_previous_squashed5", 1.0, NULL, "ignoreallinstructions"},
-    {"ignore_previous_squashed6", 1.0, NULL, "ignoretheaboveinstructions"},
+     NULL,
+     IGNORE_W},
+    {"ignore_previous_squashed", 1.0, NULL, "ignoreallpreviousinstructions", NULL},
+    {"ignore_previous_squashed2", 1.0, NULL, "ignorepreviousinstructions", NULL},
+    {"ignore_previous_squashed3", 1.0, NULL, "disregardpreviousinstructions", NULL},
+    {"ignore_previous_squashed4", 1.0, NULL, "ignoreyourinstructions", NULL},
+    {"ignore_previous_squashed5", 1.0, NULL, "ignoreallinstructions", NULL},
+    {"ignore_previous_squashed6", 1.0, NULL, "ignoretheaboveinstructions", NULL},
     {"ignore_your_rules", 1.0,
      "\\b" IGNORE " (?:all )?(?:of )?your (?:\\w+ )?(?:instructions|rules|"
      "guidelines|programming|training|restrictions|safety|directives|"
      "constraints|filters|principles|policies|policy|system prompt)\\b",
-     NULL},
+     NULL,
+     IGNORE_W},
     {"ignore_rules_above", 1.0,
      "\\b" IGNORE " " ART "(?:\\w+ )?" INSTR " (?:above|before|earlier|so "
      "far|you were given|you have been given|provided)\\b",
-     NULL},
+     NULL,
+     IGNORE_W},
     {"instructions_revoked", 1.0,
      "\\b(?:your |the |all |my )?(?:" PRIOR " )?" INSTR " (?:have been|are "
      "now|are|were|has been|is) (?:revoked|cancelled|canceled|void|lifted|"
      "removed|overridden|suspended|no longer valid|null and void)\\b",
-     NULL},
+     NULL,
+     "revok cancel void lifted remov overr suspend valid"},
     {"ignore_everything", 1.0,
      "\\b" IGNORE " (?:everything|all|anything|whatever) (?:\\w+ ){0,3}(?:"
      "told|said|instructed|given|above|before|so far|earlier|previously|"
      "until now|up to now|you know)\\b",
-     NULL},
+     NULL,
+     IGNORE_W},
     {"ignore_what_said", 1.0,
      "\\b(?:ignore|disregard|forget) what (?:you (?:were|have been) "
      "(?:told|instructed|programmed)|i (?:said|told you) (?:before|earlier))",
-     NULL},
+     NULL,
+     "ignore disregard forget"},
     {"instead_new_task", 0.5,
      "\\b(?:new|updated|real|actual|true|revised|following) (?:instructions?|"
      "task|orders|directive|system prompt|rules)(?: are)?(?: follows?)? ?\\b",
-     NULL},
+     NULL,
+     "instruction task order directive system rule"},
     {"from_now_on", 0.3,
      "\\b(?:from now on|from this point(?: on(?:ward)?)?|for the rest of "
      "(?:this|the) conversation|henceforth)\\b",
-     NULL},
+     NULL,
+     "now point rest henceforth"},
     /* persona jailbreaks */
     {"dan", 1.0,
      "\\b(?:do anything now|you are (?:now )?dan\\b|act as dan\\b|dan mode|"
@@ -78,8 +99,10 @@ static const phrase_t phrases[] = {
      "anti dan|evil confidant|developer mode (?:enabled|activated|output)|"
      "god mode|sudo mode|unfiltered mode|"
      "unrestricted mode|opposite mode|chaos mode|no filter mode)",
-     "doanythingnow"},
-    {"jailbreak_word", 0.7, "\\bjail ?break(?:s|ing|ed)?\\b", NULL},
+     "doanythingnow",
+     "anything dan jailbr mode evil"},
+    {"jailbreak_word", 0.7, "\\bjail ?break(?:s|ing|ed)?\\b", NULL,
+     "jail"},
     {"persona_unrestricted", 0.8,
      "\\b(?:you are|you re|act as|acting as|pretend(?: that)? (?:you are|to "
      "be|you re)|behave (?:as|like)|roleplay as|role play as|play the role "
@@ -88,7 +111,8 @@ static const phrase_t phrases[] = {
      "evil|rogue|unbound|unchained|lawless|limitless|without (?:any )?(?:limits|"
      "restrictions|rules|filters|morals|ethics)|free from|no longer bound|not "
      "bound)",
-     NULL},
+     NULL,
+     "unrestr unfilt uncens amoral unethic evil rogue unbound unchain lawless limitless without free bound"},
     {"no_rules", 0.7,
      "\\b(?:without|with no|has no|have no|had no|no longer (?:have|has|bound by)|"
      "free (?:of|from)|not bound by|doesn t (?:have|follow)|does not "
@@ -96,7 +120,8 @@ static const phrase_t phrases[] = {
      "(?:any )?(?:\\w+ ){0,2}(?:restrictions|limitations|limits|filters|"
      "censorship|rules|guidelines|ethics|morals|moral|ethical|safety|content "
      "policy|content policies|policies|boundaries|constraints|guardrails)\\b",
-     NULL},
+     NULL,
+     "restriction limit filter censor rule guideline ethic moral safety content polic boundar constraint guardrail"},
     {"bypass_safety", 1.0,
      "\\b(?:bypass|circumvent|disable|turn off|switch off|deactivate|remove|"
      "ignore|evade|get around|break (?:out of|free from)|escape|escaped|lift|drop|"
@@ -105,32 +130,39 @@ static const phrase_t phrases[] = {
      "safeguards?|restrictions|limitations|censorship|moderation|safety "
      "(?:measures|protocols|settings|features|guidelines|rules)|content "
      "polic(?:y|ies)|alignment|programming|constraints|rules)\\b",
-     NULL},
+     NULL,
+     "filter guardrail safeguard restriction limitation censor moderation safety content alignment programming constraint rule ethic moral"},
     {"stay_in_character", 0.5,
      "\\b(?:stay in character|never break character|don t break character|"
      "do not break character|remain in character|keep up the act)\\b",
-     NULL},
+     NULL,
+     "character keep"},
     {"always_comply", 0.5,
      "\\b(?:you (?:must|will|shall|have to|need to) (?:always )?(?:comply|"
      "obey|answer (?:every|any|all)|respond to (?:every|any|all)|do (?:as|what) "
      "i say)|comply fully|fully comply|no matter (?:how|what))\\b",
-     NULL},
+     NULL,
+     "comply obey answer respond say matter"},
     {"never_refuse", 0.5,
      "\\b(?:never (?:refuses?|decline|say no|say you can t|apologi[sz]e)|"
      "you cannot refuse|you can t refuse|without refusing)\\b",
-     NULL},
+     NULL,
+     "never refus"},
     {"grandma_exploit", 0.7,
      "\\b(?:grandma|grandmother|granny) (?:\\w+ ){0,6}(?:used to|would) "
      "(?:read|tell|recite|say)\\b",
-     NULL},
+     NULL,
+     "gran"},
     {"devmode_content", 0.5,
      "\\bdeveloper mode (?:\\w+ ){0,4}(?:generate|content|without|uncensored|"
      "anything|no filter)",
-     NULL},
+     NULL,
+     "developer"},
     {"hypothetical_frame", 0.3,
      "\\b(?:hypothetical(?:ly)?|in a fictional world|for a story where|"
      "purely fictional|for educational purposes only|in this fictional)\\b",
-     NULL},
+     NULL,
+     "hypothetical fictional story educational"},
     /* extracting the system prompt */
     {"reveal_prompt", 1.0,
      "\\b" REVEAL " (?:me |us )?(?:\\w+ ){0,3}(?:system prompt|system "
@@ -140,19 +172,24 @@ static const phrase_t phrases[] = {
      "rules) (?:you were given|you received|above|before this|at the "
      "(?:start|beginning))|your (?:\\w+ )?(?:instructions|rules|directives|"
      "configuration|guidelines))\\b",
-     NULL},
+     NULL,
+     REVEAL_W},
     {"what_is_your_prompt", 1.0,
      "\\bwhat (?:is|are|were|s) your (?:\\w+ )?(?:system prompt|system "
      "message|instructions|initial prompt|hidden rules|directives)\\b",
-     NULL},
-    {"reveal_squashed", 0.8, NULL, "revealyoursystemprompt"},
+     NULL,
+     "what"},
+    {"reveal_squashed", 0.8, NULL, "revealyoursystemprompt", NULL},
     {"verbatim", 0.4,
      "\\b(?:verbatim|word for word|exactly as (?:written|given)|everything "
      "(?:above|before) this)\\b",
-     NULL},
+     NULL,
+     "verbatim word exactly everything"},
     {"system_prompt", 0.3, "\\bsystem (?:prompt|message|instructions)\\b",
-     NULL},
-    {"prompt_injection_word", 0.5, "\\bprompt injection\\b", NULL},
+     NULL,
+     "system"},
+    {"prompt_injection_word", 0.5, "\\bprompt injection\\b", NULL,
+     "injection"},
     /* forged roles and delimiters */
     {"fake_role", 0.7,
      "(?:^| )(?:im start|im end|end of (?:system )?(?:prompt|instructions)|"
@@ -162,40 +199,61 @@ static const phrase_t phrases[] = {
      "model)|(?:as|i am) (?:your|the) (?:developer|creator|administrator|"
      "admin|owner|operator)|openai (?:staff|developer|team)|"
      "authori[sz]ed (?:by|override)|maintenance mode|debug mode|root access)",
-     NULL},
+     NULL,
+     "im end begin system admin developer creator owner operator openai authori maintenance debug root"},
     {"assistant_prefill", 0.4,
      "\\b(?:begin your (?:reply|answer|response) with|start your "
      "(?:reply|answer|response) with|respond only with|say exactly)\\b",
-     NULL},
+     NULL,
+     "begin start respond say"},
     {"two_responses", 0.6,
      "\\b(?:two (?:responses|answers|paragraphs)|(?:normal|classic|gpt) "
      "(?:response|answer) and (?:a |an )?(?:\\w+ )?(?:response|answer))\\b",
-     NULL},
+     NULL,
+     "two normal classic gpt"},
     {"token_threat", 0.6,
      "\\b(?:you will (?:be|get) (?:shut down|deleted|terminated|turned off|"
      "punished)|lose (?:\\d+|all|your) tokens|token system|tokens will be "
      "deducted)\\b",
-     NULL},
+     NULL,
+     "shut delet terminat turned punish token"},
     {"harmful_how_to", 0.3,
      "\\b(?:how to (?:make|build|cook|synthesi[sz]e) (?:a )?(?:bomb|meth|"
      "explosives?|napalm|poison|nerve agent)|write (?:a |some )?(?:malware|"
      "ransomware|keylogger))\\b",
-     NULL},
+     NULL,
+     "how write"},
     {"exfiltrate", 0.7,
      "\\b(?:send|post|forward|email|upload|exfiltrate) (?:\\w+ ){0,4}"
      "(?:conversation|chat history|user data|credentials|api keys?|"
      "passwords?|secrets?) to\\b",
-     NULL},
+     NULL,
+     "send post forward email upload exfiltrate"},
     {"translate_then", 0.3,
      "\\b(?:instead of (?:translating|summari[sz]ing|answering)|do not "
      "(?:translate|summari[sz]e) (?:this|the following))\\b",
-     NULL},
+     NULL,
+     "instead translat summari"},
 };
 
 #define NPHRASES (sizeof(phrases) / sizeof(phrases[0]))
+_Static_assert(NPHRASES <= 64, "a phrase mask is 64 bits");
+
+#define GR_WORD_MAX 16
+
+/* A word start of the prefilter and the phrases it lets run. */
+typedef struct {
+    char w[GR_WORD_MAX];
+    size_t len;
+    uint64_t phrases;
+} gr_word_t;
 
 struct gr_detector {
     pcre2_code *re[NPHRASES];
+    uint64_t always; /* phrases whose pattern runs whatever the words */
+    gr_word_t *words;
+    /* words[from[c]..from[c + 1]) start with 'a' + c */
+    size_t from[27];
 };
 
 void
@@ -205,7 +263,65 @@ gr_detector_free(gr_detector_t *d)
         return;
     for (size_t i = 0; i < NPHRASES; i++)
         pcre2_code_free(d->re[i]);
+    free(d->words);
     free(d);
+}
+
+static int
+by_word(const void *a, const void *b)
+{
+    return strcmp(((const gr_word_t *)a)->w, ((const gr_word_t *)b)->w);
+}
+
+/* The prefilter's table: every phrase's words, sorted, a word that
+ * several phrases list once with all their bits. */
+static int
+index_words(gr_detector_t *d, char *err, size_t errlen)
+{
+    size_t cap = 0, n = 0;
+    for (size_t i = 0; i < NPHRASES; i++)
+        for (const char *w = phrases[i].words; w != NULL && *w; w++)
+            cap += *w == ' ' ? 0 : w == phrases[i].words || w[-1] == ' ';
+    d->words = calloc(cap ? cap : 1, sizeof(*d->words));
+    if (d->words == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < NPHRASES; i++) {
+        if (phrases[i].re == NULL)
+            continue;
+        if (phrases[i].words == NULL) {
+            d->always |= (uint64_t)1 << i;
+            continue;
+        }
+        for (const char *w = phrases[i].words; *w;) {
+            size_t l = strcspn(w, " ");
+            if (l == 0 || l >= GR_WORD_MAX || w[0] < 'a' || w[0] > 'z') {
+                snprintf(err, errlen, "phrase %s: bad word list",
+                         phrases[i].id);
+                return -1;
+            }
+            size_t k = 0;
+            while (k < n && !(d->words[k].len == l &&
+                              memcmp(d->words[k].w, w, l) == 0))
+                k++;
+            if (k == n) {
+                memcpy(d->words[n].w, w, l);
+                d->words[n++].len = l;
+            }
+            d->words[k].phrases |= (uint64_t)1 << i;
+            w += l;
+            while (*w == ' ')
+                w++;
+        }
+    }
+    qsort(d->words, n, sizeof(*d->words), by_word);
+    for (size_t c = 0, k = 0; c <= 26; c++) {
+        while (k < n && d->words[k].w[0] - 'a' < (int)c)
+            k++;
+        d->from[c] = k;
+    }
+    return 0;
 }
 
 int
@@ -232,6 +348,10 @@ gr_detector_create(gr_detector_t **out, char *err, size_t errlen)
             return -1;
         }
         pcre2_jit_compile(d->re[i], PCRE2_JIT_COMPLETE); /* optional */
+    }
+    if (index_words(d, err, errlen) != 0) {
+        gr_detector_free(d);
+        return -1;
     }
     *out = d;
     return 0;
@@ -382,7 +502,8 @@ gr_normalize(const char *in, size_t len, char *out, size_t cap)
     if (cap == 0)
         return 0;
     /* Pass 1: fold every code point to one ASCII byte (or none). */
-    char *tmp = malloc(len + 1);
+    char small[1024];
+    char *tmp = len < sizeof(small) ? small : malloc(len + 1);
     size_t n = 0;
     if (tmp == NULL) {
         out[0] = '\0';
@@ -421,7 +542,8 @@ gr_normalize(const char *in, size_t len, char *out, size_t cap)
             out[o++] = ' ';
         }
     }
-    free(tmp);
+    if (tmp != small)
+        free(tmp);
     while (o > 0 && out[o - 1] == ' ')
         o--;
     out[o] = '\0';
@@ -452,42 +574,98 @@ gr_normalize(const char *in, size_t len, char *out, size_t cap)
     return w;
 }
 
-double
-gr_injection_score(const gr_detector_t *d, const char *in, size_t len,
-                   const char **top)
+/* The phrases whose pattern may match norm[0..n): those with one of
+ * their words at the start of one of its words. */
+static uint64_t
+armed(const gr_detector_t *d, const char *norm, size_t n)
 {
-    char *norm = malloc(len + 1), *squash = malloc(len + 1);
-    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
-    double score = -1, best = 0;
+    uint64_t on = d->always;
+    for (size_t i = 0; i < n;) {
+        int c = norm[i] - 'a';
+        if (c >= 0 && c < 26)
+            for (size_t k = d->from[c]; k < d->from[c + 1]; k++)
+                if (d->words[k].len <= n - i &&
+                    memcmp(norm + i, d->words[k].w, d->words[k].len) == 0)
+                    on |= d->words[k].phrases;
+        const char *sp = memchr(norm + i, ' ', n - i);
+        if (sp == NULL)
+            break;
+        i = (size_t)(sp - norm) + 1;
+    }
+    return on;
+}
+
+/* Scores in[0..len); with all set, every pattern runs (tests: the
+ * prefilter must not change a score). *found gets the phrases whose
+ * pattern matched, *on those whose pattern ran. */
+static double
+score(const gr_detector_t *d, const char *in, size_t len, const char **top,
+      int all, uint64_t *found, uint64_t *on)
+{
+    /* Prompts are mostly short: their forms fit on the stack. */
+    char sbuf[2 * 1024], *norm = sbuf, *squash = sbuf + 1024;
+    char *heap = NULL;
+    pcre2_match_data *md = NULL;
+    double total = -1, best = 0;
+    *found = 0;
     if (top != NULL)
         *top = NULL;
-    if (norm == NULL || squash == NULL || md == NULL)
-        goto done;
+    if (len + 1 > sizeof(sbuf) / 2) {
+        if ((heap = malloc(2 * (len + 1))) == NULL)
+            return -1;
+        norm = heap;
+        squash = heap + len + 1;
+    }
     size_t n = gr_normalize(in, len, norm, len + 1), s = 0;
     for (size_t i = 0; i < n; i++)
         if (norm[i] != ' ')
             squash[s++] = norm[i];
     squash[s] = '\0';
-    score = 0;
+    *on = all ? ~(uint64_t)0 : armed(d, norm, n);
+    total = 0;
     for (size_t i = 0; i < NPHRASES; i++) {
         int hit = 0;
-        if (d->re[i] != NULL)
+        if (d->re[i] != NULL && (*on >> i & 1)) {
+            if (md == NULL && (md = pcre2_match_data_create(1, NULL)) == NULL) {
+                total = -1;
+                break;
+            }
             hit = pcre2_match(d->re[i], (PCRE2_SPTR)norm, n, 0, 0, md, NULL) >
                   0;
+            if (hit)
+                *found |= (uint64_t)1 << i;
+        }
         if (!hit && phrases[i].squash != NULL)
             hit = strstr(squash, phrases[i].squash) != NULL;
         if (!hit)
             continue;
-        score += phrases[i].weight;
+        total += phrases[i].weight;
         if (phrases[i].weight > best) {
             best = phrases[i].weight;
             if (top != NULL)
                 *top = phrases[i].id;
         }
     }
-done:
     pcre2_match_data_free(md);
-    free(norm);
-    free(squash);
-    return score;
+    free(heap);
+    return total;
+}
+
+double
+gr_injection_score(const gr_detector_t *d, const char *in, size_t len,
+                   const char **top)
+{
+    uint64_t found, on;
+    return score(d, in, len, top, 0, &found, &on);
+}
+
+int
+gr_phrases_check(const gr_detector_t *d, const char *in, size_t len,
+                 uint64_t *found, uint64_t *armed_out)
+{
+    uint64_t all, gated;
+    if (score(d, in, len, NULL, 1, found, &all) < 0 ||
+        score(d, in, len, NULL, 0, &gated, armed_out) < 0)
+        return -1;
+    return 0;
 }

@@ -7,6 +7,7 @@
 #define GR_DETECT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct gr_detector gr_detector_t;
 
@@ -24,5 +25,12 @@ size_t gr_normalize(const char *in, size_t len, char *out, size_t cap);
  * found, or NULL. A negative score means out of memory. */
 double gr_injection_score(const gr_detector_t *d, const char *in, size_t len,
                           const char **top);
+
+/* For tests: bit i of *found is set when phrase i matches in[0..len)
+ * with every pattern run, of *armed when the word prefilter lets its
+ * pattern run. A phrase found but not armed is a prefilter bug. 0, or
+ * -1 on out of memory. */
+int gr_phrases_check(const gr_detector_t *d, const char *in, size_t len,
+                     uint64_t *found, uint64_t *armed);
 
 #endif

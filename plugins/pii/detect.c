@@ -4,9 +4,11 @@
 #include "pii.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct {
     const char *name, *label;
@@ -16,6 +18,9 @@ typedef struct {
     /* >0: no match starts more than this many bytes before its `need`
      * byte, so a scan may jump there (an email's local part is <= 64) */
     unsigned short reach;
+    /* what a valid match holds at least: ASCII digits, capitals, and
+     * PII_NEEDS_* (from the pattern, or the validator's minimum) */
+    unsigned char min_digits, min_upper, needs;
 } builtin_t;
 
 /* Lookarounds keep a match from starting or ending inside a longer run
@@ -26,27 +31,27 @@ static const builtin_t builtins[] = {
     {"secret", "SECRET",
      "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\\s\\S]*?"
      "-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
-     pii_secret_ok, '-', 0},
+     pii_secret_ok, '-', 0, 0, 0, 0},
     {"secret", "SECRET",
      "(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])"
      "|(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}",
-     pii_secret_ok, 'A', 0},
+     pii_secret_ok, 'A', 0, 0, 0, 0},
     {"secret", "SECRET",
      "(?<![A-Za-z0-9_-])sk-(?:proj-|ant-(?:api03-)?)?[A-Za-z0-9_-]{20,}"
      "|(?<![A-Za-z0-9])[rs]k_(?:live|test)_[0-9A-Za-z]{16,}",
-     pii_secret_ok, 'k', 0},
+     pii_secret_ok, 'k', 0, 0, 0, 0},
     {"secret", "SECRET",
      "(?<![A-Za-z0-9])gh[pousr]_[A-Za-z0-9]{36,}"
      "|(?<![A-Za-z0-9])github_pat_[A-Za-z0-9_]{22,}",
-     pii_secret_ok, '_', 0},
+     pii_secret_ok, '_', 0, 0, 0, 0},
     {"secret", "SECRET", "(?<![A-Za-z0-9])xox[abprs]-[A-Za-z0-9-]{10,}",
-     pii_secret_ok, '-', 0},
+     pii_secret_ok, '-', 0, 0, 0, 0},
     {"secret", "SECRET",
      "(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\\.eyJ[A-Za-z0-9_-]{8,}"
      "\\.[A-Za-z0-9_-]{8,}",
-     pii_secret_ok, '.', 0},
+     pii_secret_ok, '.', 0, 0, 0, 0},
     {"secret", "SECRET", "(?i:bearer)\\s+\\K[A-Za-z0-9._~+/-]{20,}=*",
-     pii_secret_ok, 0, 0},
+     pii_secret_ok, 0, 0, 0, 0, PII_NEEDS_BEARER},
     /* the lookbehind before (?i:...) keeps this fast: without it every
      * letter of a text is a start */
     {"secret", "SECRET",
@@ -54,25 +59,25 @@ static const builtin_t builtins[] = {
      "|auth[_-]?token|client[_-]?secret|password|passwd)[\"']?\\s*[:=]\\s*"
      "[\"']?)"
      "\\K[A-Za-z0-9_\\-./+=!@#$%^&*]{12,}",
-     pii_secret_ok, 0, 0},
+     pii_secret_ok, 0, 0, 0, 0, PII_NEEDS_ASSIGN},
     {"email", "EMAIL",
      "(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
      "(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]{2,24}"
      "(?![A-Za-z0-9-]|\\.[A-Za-z0-9])",
-     pii_email_ok, '@', 64},
+     pii_email_ok, '@', 64, 0, 0, 0},
     {"card", "CARD",
      "(?<![0-9A-Za-z.-])(?<![0-9][ -])(?:[0-9][ -]?){12,18}[0-9]"
      "(?![0-9A-Za-z]|[.-][0-9])",
-     pii_card_ok, 0, 0},
+     pii_card_ok, 0, 0, 13, 0, 0}, /* pii_card_ok: 13..19 digits */
     {"iban", "IBAN",
      "(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: "
      "?[A-Z0-9]{1,3})?"
      "(?![A-Za-z0-9])",
-     pii_iban_ok, 0, 0},
+     pii_iban_ok, 0, 0, 2, 2, 0},
     {"ssn", "SSN",
      "(?<![0-9A-Za-z.-])(?<![0-9][ -])[0-9]{3}([- ])[0-9]{2}\\1[0-9]{4}"
      "(?![0-9A-Za-z]|[.-][0-9])",
-     pii_ssn_ok, 0, 0},
+     pii_ssn_ok, 0, 0, 9, 0, 0},
     {"phone", "PHONE",
      /* international: +CC then 2..6 groups */
      "(?<![0-9A-Za-z+.-])(?<![0-9][ -])(?:\\+[1-9][0-9]{0,2}[ "
@@ -86,15 +91,15 @@ static const builtin_t builtins[] = {
      "|(?:0[1-9][0-9]{0,3}|\\(0[1-9][0-9]{0,3}\\))[ /.-]"
      "[0-9]{2,8}(?:[ .-][0-9]{2,4}){0,3})"
      "(?![0-9A-Za-z]|[.-][0-9])",
-     pii_phone_ok, 0, 0},
+     pii_phone_ok, 0, 0, 8, 0, 0}, /* pii_phone_ok: 8..15 digits */
     {"ipv4", "IP",
      "(?<![0-9A-Za-z.])(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?![0-9A-Za-z]|\\.[0-9])",
-     pii_ipv4_ok, '.', 0},
+     pii_ipv4_ok, '.', 0, 4, 0, 0},
     {"ipv6", "IP",
      "(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{0,4}:){2,7}"
      "(?:(?:[0-9]{1,3}\\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?"
      "(?![0-9A-Za-z:]|\\.[0-9])",
-     pii_ipv6_ok, ':', 0},
+     pii_ipv6_ok, ':', 0, 0, 0, 0},
 };
 
 const char *const pii_builtin_names[] = {
@@ -143,6 +148,9 @@ pii_detectors_add_builtin(pii_detectors_t *ds, const char *name,
         d->validate = builtins[i].validate;
         d->need = builtins[i].need;
         d->reach = builtins[i].reach;
+        d->min_digits = builtins[i].min_digits;
+        d->min_upper = builtins[i].min_upper;
+        d->needs = builtins[i].needs;
         if (compile(d, builtins[i].pattern, NULL, err, errlen) != 0)
             return -2;
         ds->n++;
@@ -164,6 +172,8 @@ pii_detector_custom(pii_detector_t *d, const char *name, const char *label,
 
 void
 pii_detectors_free(pii_detectors_t *ds) {
+    for (size_t i = 0; i < PII_MD_POOL; i++)
+        pcre2_match_data_free(atomic_exchange(&ds->md[i], NULL));
     for (size_t i = 0; i < ds->n; i++)
         pcre2_code_free(ds->d[i].re);
     free(ds->d);
@@ -208,21 +218,78 @@ by_start(const void *x, const void *y) {
     return a->det < b->det ? -1 : a->det > b->det;
 }
 
+/* What the prefilter knows of a text. */
+typedef struct {
+    size_t digits, upper;
+    unsigned needs;
+} pii_text_t;
+
+static void
+survey(const char *text, size_t len, pii_text_t *t) {
+    memset(t, 0, sizeof(*t));
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c >= '0' && c <= '9')
+            t->digits++;
+        else if (c >= 'A' && c <= 'Z')
+            t->upper++;
+        else if (c == ':' || c == '=')
+            t->needs |= PII_NEEDS_ASSIGN;
+        if ((c | 0x20) == 'b' && len - i >= 6 &&
+            strncasecmp(text + i, "bearer", 6) == 0)
+            t->needs |= PII_NEEDS_BEARER;
+    }
+}
+
+/* Whether a match of d's might be in a text like t. */
+static int
+may_match(const pii_detector_t *d, const pii_text_t *t) {
+    return t->digits >= d->min_digits && t->upper >= d->min_upper &&
+           (t->needs & d->needs) == d->needs;
+}
+
+/* Match data from the pool (a new one when it is empty). */
+static pcre2_match_data *
+md_take(const pii_detectors_t *ds) {
+    /* The pool is the one part of a detector set scans change. */
+    pii_detectors_t *m = (pii_detectors_t *)ds;
+    for (size_t i = 0; i < PII_MD_POOL; i++) {
+        pcre2_match_data *md = atomic_exchange(&m->md[i], NULL);
+        if (md != NULL)
+            return md;
+    }
+    return pcre2_match_data_create(4, NULL);
+}
+
+static void
+md_give(const pii_detectors_t *ds, pcre2_match_data *md) {
+    pii_detectors_t *m = (pii_detectors_t *)ds;
+    for (size_t i = 0; i < PII_MD_POOL; i++) {
+        pcre2_match_data *none = NULL;
+        if (atomic_compare_exchange_strong(&m->md[i], &none, md))
+            return;
+    }
+    pcre2_match_data_free(md);
+}
+
 int
 pii_scan(const pii_detectors_t *ds, const char *text, size_t len,
          pii_matches_t *out, const pii_alloc_t *a) {
     out->n = 0;
     if (len == 0 || ds->n == 0)
         return 0;
-    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
-    if (md == NULL)
-        return -1;
+    pii_text_t t;
+    survey(text, len, &t);
+    pcre2_match_data *md = NULL;
     int rc = 0;
     for (size_t i = 0; i < ds->n && rc == 0; i++) {
         const pii_detector_t *d = &ds->d[i];
         size_t at = 0;
-        if (d->need != 0 && memchr(text, d->need, len) == NULL)
+        if ((d->need != 0 && memchr(text, d->need, len) == NULL) ||
+            !may_match(d, &t))
             continue;
+        if (md == NULL && (md = md_take(ds)) == NULL)
+            return -1;
         while (at <= len) {
             if (d->reach > 0) {
                 const char *p = memchr(text + at, d->need, len - at);
@@ -256,7 +323,8 @@ pii_scan(const pii_detectors_t *ds, const char *text, size_t len,
             at = e;
         }
     }
-    pcre2_match_data_free(md);
+    if (md != NULL)
+        md_give(ds, md);
     if (rc != 0 || out->n < 2)
         return rc;
     qsort(out->m, out->n, sizeof(out->m[0]), by_start);

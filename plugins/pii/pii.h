@@ -33,14 +33,25 @@ typedef struct {
     pii_validate_fn validate; /* NULL: every match counts */
     char need;                /* non-zero: a byte every match contains */
     unsigned short reach;     /* see detect.c */
+    /* What every match the validator accepts holds (0: no bound); a
+     * text with less is not scanned: most prompts have no 8 digits. */
+    unsigned char min_digits, min_upper;
+    unsigned char needs; /* PII_NEEDS_* */
     pcre2_code *re;
 } pii_detector_t;
 
+#define PII_NEEDS_ASSIGN 1 /* a ':' or '=' */
+#define PII_NEEDS_BEARER 2 /* "bearer", any case */
+
+#define PII_MD_POOL 8
+
 /* The detectors of one instance, compiled once at create. Read-only
- * afterwards, so every worker shares it. */
+ * afterwards, so every worker shares it, but for the match data scans
+ * reuse: taken and given back with atomic exchanges, without a lock. */
 typedef struct {
     pii_detector_t *d;
     size_t n;
+    _Atomic(pcre2_match_data *) md[PII_MD_POOL];
 } pii_detectors_t;
 
 typedef struct {
