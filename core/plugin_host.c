@@ -1378,10 +1378,16 @@ log_key_ok(const char *k) {
               *c == '_'))
             return 0;
     for (size_t i = 0; core[i] != NULL; i++)
-        if (strcmp(k, core[i]) == 0)
+        if (core[i][0] == k[0] && strcmp(k, core[i]) == 0)
             return 0;
     return 1;
 }
+
+/* Bytes a JSON string must escape (sl_json_escape's set). */
+static const unsigned char needs_escape[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00.. */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* ..0x1f */
+    ['"'] = 1, ['\\'] = 1, [0x7f] = 1};
 
 /* Appends s[0..n) at *o. */
 static void
@@ -1400,9 +1406,7 @@ h_log_field_set(sluice_req_t *req, const char *key, const char *value) {
     if (vn > 256)
         return SLUICE_EINVAL;
     /* Values are mostly plain (a cache key, "hit"): copied as they are. */
-    while (plain < vn && (unsigned char)value[plain] >= 0x20 &&
-           value[plain] != '"' && value[plain] != '\\' &&
-           value[plain] != 0x7f)
+    while (plain < vn && !needs_escape[(unsigned char)value[plain]])
         plain++;
     size_t esc = plain == vn ? vn : sl_json_escape(NULL, 0, 0, value, vn);
     char *v = sl_arena_alloc(A(req), esc + 1);

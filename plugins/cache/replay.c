@@ -31,12 +31,12 @@ typedef struct {
     size_t n, cap;
 } cr_scan_t;
 
-/* One object member: its key (without the quotes) and its value, as
- * spans of the input. */
+/* One member of an object being copied: its key (a span of the input,
+ * without the quotes) and where its "key":value went in the output. */
 typedef struct {
     const char *key;
     size_t klen;
-    const char *val, *vend;
+    size_t at, len;
 } cr_member_t;
 
 static void
@@ -113,67 +113,161 @@ skip_value(cr_scan_t *s)
 }
 
 static int
-cmp_members(const void *a, const void *b)
+key_before(const cr_member_t *x, const cr_member_t *y)
 {
-    const cr_member_t *x = a, *y = b;
     size_t n = x->klen < y->klen ? x->klen : y->klen;
     int c = memcmp(x->key, y->key, n);
-    if (c != 0)
-        return c;
-    return x->klen < y->klen ? -1 : x->klen > y->klen;
+    return c != 0 ? c < 0 : x->klen < y->klen;
 }
 
 static int
-key_is(const cr_member_t *m, const char *k)
+key_is(const char *key, size_t klen, const char *k)
 {
-    return m->klen == strlen(k) && memcmp(m->key, k, m->klen) == 0;
+    return klen == strlen(k) && memcmp(key, k, klen) == 0;
 }
+
+/* The members m[0..n), written back to back from out[base], rewritten
+ * in key order with commas between them. */
+static int
+reorder(cr_scan_t *s, size_t base, cr_member_t *m, size_t n)
+{
+    for (size_t i = 1; i < n; i++) { /* objects are small: insertion */
+        cr_member_t x = m[i];
+        size_t j = i;
+        for (; j > 0 && key_before(&x, &m[j - 1]); j--)
+            m[j] = m[j - 1];
+        m[j] = x;
+    }
+    size_t total = s->n - base + (n > 0 ? n - 1 : 0);
+    if (total > s->cap - base)
+        return -1;
+    char small[1024];
+    char *tmp = total <= sizeof(small) ? small : malloc(total);
+    if (tmp == NULL)
+        return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            tmp[o++] = ',';
+        memcpy(tmp + o, s->out + m[i].at, m[i].len);
+        o += m[i].len;
+    }
+    memcpy(s->out + base, tmp, o);
+    s->n = base + o;
+    if (tmp != small)
+        free(tmp);
+    return 0;
+}
+
+/* The value of member key in the object spanning [p, end), or NULL. */
+static const char *
+member(const char *p, const char *end, const char *key, const char **vend)
+{
+    cr_scan_t s = {p + 1, end, NULL, 0, 0};
+    for (;;) {
+        skip_ws(&s);
+        if (s.p >= s.end || *s.p != '"')
+            return NULL;
+        const char *k = s.p + 1;
+        if (skip_string(&s) != 0)
+            return NULL;
+        size_t klen = (size_t)(s.p - 1 - k);
+        skip_ws(&s);
+        if (s.p >= s.end || *s.p++ != ':')
+            return NULL;
+        skip_ws(&s);
+        const char *v = s.p;
+        if (skip_value(&s) != 0)
+            return NULL;
+        if (key_is(k, klen, key)) {
+            *vend = s.p;
+            return v;
+        }
+        skip_ws(&s);
+        if (s.p >= s.end || *s.p++ != ',')
+            return NULL;
+    }
+}
+
+/* The JSON string for s as cJSON prints it. Returns its length; writes
+ * it when out is not NULL. */
+static size_t json_string(const char *s, char *out);
 
 static int emit_value(cr_scan_t *s, int depth);
 
-/* The members of the object at s->p, in input order; *out is members or
- * a malloc'd array (more than `have`). */
+/* What the top level of a request needs beside the copy. */
+typedef struct {
+    const char *model;
+    cr_request_t *req;
+} cr_top_t;
+
+/* Copies the object at s->p with its members in key order. At the top
+ * level (top not NULL) transport-only members are dropped, "model" is
+ * replaced, and what the cache decides on is noted. */
 static int
-read_members(cr_scan_t *s, cr_member_t *members, size_t have,
-             cr_member_t **out, size_t *count)
+emit_object(cr_scan_t *s, int depth, const cr_top_t *top)
 {
-    cr_member_t *m = members;
-    size_t n = 0, cap = have;
+    cr_member_t local[16], *m = local;
+    size_t n = 0, cap = 16;
+    int rc = -1, model_seen = 0;
     s->p++; /* '{' */
-    skip_ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
-        *out = m;
-        *count = 0;
-        return 0;
-    }
-    for (;;) {
+    if (copy_out(s, "{", 1) != 0)
+        return -1;
+    size_t base = s->n;
+    for (int first = 1;; first = 0) {
         skip_ws(s);
+        if (first && s->p < s->end && *s->p == '}') { /* {} */
+            s->p++;
+            break;
+        }
         if (s->p >= s->end || *s->p != '"')
-            goto fail;
+            goto done;
         const char *k = s->p + 1;
         if (skip_string(s) != 0)
-            goto fail;
+            goto done;
         size_t klen = (size_t)(s->p - 1 - k);
         skip_ws(s);
-        if (s->p >= s->end || *s->p != ':')
-            goto fail;
-        s->p++;
+        if (s->p >= s->end || *s->p++ != ':')
+            goto done;
         skip_ws(s);
         const char *v = s->p;
-        if (skip_value(s) != 0)
-            goto fail;
+        int drop = 0;
+        if (top != NULL) {
+            for (size_t t = 0; transport_only[t] != NULL; t++)
+                drop |= key_is(k, klen, transport_only[t]);
+            if (top->model != NULL && !model_seen &&
+                key_is(k, klen, "model"))
+                drop = model_seen = 1; /* as cJSON deletes one: the first */
+        }
         if (n + 1 == cap) { /* one slot spare: the top level's model */
             cr_member_t *g = malloc(2 * cap * sizeof(*g));
             if (g == NULL)
-                goto fail;
+                goto done;
             memcpy(g, m, n * sizeof(*g));
-            if (m != members)
+            if (m != local)
                 free(m);
             m = g;
             cap *= 2;
         }
-        m[n++] = (cr_member_t){k, klen, v, s->p};
+        if (drop) {
+            if (skip_value(s) != 0)
+                goto done;
+        } else {
+            m[n] = (cr_member_t){k, klen, s->n, 0};
+            if (copy_out(s, "\"", 1) != 0 || copy_out(s, k, klen) != 0 ||
+                copy_out(s, "\":", 2) != 0 || emit_value(s, depth + 1) != 0)
+                goto done;
+            m[n].len = s->n - m[n].at;
+            n++;
+        }
+        if (top != NULL && key_is(k, klen, "temperature") &&
+            (*v == '-' || (*v >= '0' && *v <= '9')))
+            top->req->temperature_set = strtod(v, NULL) > 0;
+        const char *iu, *iuend;
+        if (top != NULL && key_is(k, klen, "stream_options") && *v == '{' &&
+            (iu = member(v, s->p, "include_usage", &iuend)) != NULL)
+            top->req->include_usage =
+                iuend - iu == 4 && memcmp(iu, "true", 4) == 0;
         skip_ws(s);
         if (s->p < s->end && *s->p == ',') {
             s->p++;
@@ -183,15 +277,22 @@ read_members(cr_scan_t *s, cr_member_t *members, size_t have,
             s->p++;
             break;
         }
-        goto fail;
+        goto done;
     }
-    *out = m;
-    *count = n;
-    return 0;
-fail:
-    if (m != members)
+    if (top != NULL && top->model != NULL) { /* as routed, not as asked */
+        size_t ml = json_string(top->model, NULL);
+        m[n] = (cr_member_t){"model", 5, s->n, 8 + ml};
+        if (copy_out(s, "\"model\":", 8) != 0 || ml > s->cap - s->n)
+            goto done;
+        json_string(top->model, s->out + s->n);
+        s->n += ml;
+        n++;
+    }
+    rc = reorder(s, base, m, n) == 0 ? copy_out(s, "}", 1) : -1;
+done:
+    if (m != local)
         free(m);
-    return -1;
+    return rc;
 }
 
 /* Copies the value at s->p with every object's members sorted by key. */
@@ -201,27 +302,8 @@ emit_value(cr_scan_t *s, int depth)
     skip_ws(s);
     if (s->p >= s->end || depth > CR_MAX_DEPTH)
         return -1;
-    if (*s->p == '{') {
-        cr_member_t local[16], *m;
-        size_t n;
-        if (read_members(s, local, 16, &m, &n) != 0)
-            return -1;
-        const char *after = s->p;
-        if (n > 1)
-            qsort(m, n, sizeof(*m), cmp_members);
-        int rc = copy_out(s, "{", 1);
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            rc = (i > 0 ? copy_out(s, ",", 1) : 0) || copy_out(s, "\"", 1) ||
-                 copy_out(s, m[i].key, m[i].klen) || copy_out(s, "\":", 2);
-            s->p = m[i].val;
-            if (rc == 0)
-                rc = emit_value(s, depth + 1);
-        }
-        if (m != local)
-            free(m);
-        s->p = after;
-        return rc == 0 ? copy_out(s, "}", 1) : -1;
-    }
+    if (*s->p == '{')
+        return emit_object(s, depth, NULL);
     if (*s->p == '[') {
         s->p++;
         if (copy_out(s, "[", 1) != 0)
@@ -253,8 +335,6 @@ emit_value(cr_scan_t *s, int depth)
     return copy_out(s, v, (size_t)(s->p - v));
 }
 
-/* The JSON string for s as cJSON prints it. Returns its length; writes
- * it when out is not NULL. */
 static size_t
 json_string(const char *s, char *out)
 {
@@ -298,80 +378,6 @@ json_string(const char *s, char *out)
     return n;
 }
 
-/* Top level: transport-only members dropped, "model" replaced, what the
- * cache decides on noted. */
-static int
-emit_request(cr_scan_t *s, const char *model, cr_request_t *out)
-{
-    cr_member_t local[16], *m;
-    size_t n, k = 0;
-    skip_ws(s);
-    if (s->p >= s->end || *s->p != '{' ||
-        read_members(s, local, 16, &m, &n) != 0)
-        return -1;
-    skip_ws(s);
-    int rc = s->p == s->end ? 0 : -1;
-    int model_seen = 0;
-    for (size_t i = 0; i < n; i++) {
-        int drop = 0;
-        for (size_t t = 0; transport_only[t] != NULL; t++)
-            if (key_is(&m[i], transport_only[t]))
-                drop = 1;
-        if (key_is(&m[i], "temperature") && m[i].val < m[i].vend &&
-            (*m[i].val == '-' || (*m[i].val >= '0' && *m[i].val <= '9')))
-            out->temperature_set = strtod(m[i].val, NULL) > 0;
-        if (key_is(&m[i], "stream_options") && *m[i].val == '{') {
-            cr_scan_t sub = {m[i].val, m[i].vend, NULL, 0, 0};
-            cr_member_t l2[8], *m2;
-            size_t n2;
-            if (read_members(&sub, l2, 8, &m2, &n2) == 0) {
-                for (size_t j = 0; j < n2; j++)
-                    if (key_is(&m2[j], "include_usage"))
-                        out->include_usage =
-                            m2[j].vend - m2[j].val == 4 &&
-                            memcmp(m2[j].val, "true", 4) == 0;
-                if (m2 != l2)
-                    free(m2);
-            }
-        }
-        if (model != NULL && key_is(&m[i], "model")) {
-            if (model_seen)
-                continue; /* as cJSON deletes one, the first */
-            model_seen = 1;
-            drop = 1;
-        }
-        if (!drop)
-            m[k++] = m[i];
-    }
-    char *mv = NULL;
-    if (model != NULL) { /* the model as routed, not as asked */
-        size_t ml = json_string(model, NULL);
-        if ((mv = malloc(ml)) == NULL) {
-            rc = -1;
-        } else {
-            json_string(model, mv);
-            m[k++] = (cr_member_t){"model", 5, mv, mv + ml};
-        }
-    }
-    if (k > 1)
-        qsort(m, k, sizeof(*m), cmp_members);
-    if (rc == 0)
-        rc = copy_out(s, "{", 1);
-    for (size_t i = 0; i < k && rc == 0; i++) {
-        rc = (i > 0 ? copy_out(s, ",", 1) : 0) || copy_out(s, "\"", 1) ||
-             copy_out(s, m[i].key, m[i].klen) || copy_out(s, "\":", 2);
-        cr_scan_t v = {m[i].val, m[i].vend, s->out, s->n, s->cap};
-        if (rc == 0 && (rc = emit_value(&v, 1)) == 0)
-            s->n = v.n;
-    }
-    if (rc == 0)
-        rc = copy_out(s, "}", 1);
-    free(mv);
-    if (m != local)
-        free(m);
-    return rc;
-}
-
 int
 cr_request_parse(const char *json, size_t len, const char *model,
                  cr_request_t *out)
@@ -383,7 +389,11 @@ cr_request_parse(const char *json, size_t len, const char *model,
     cr_scan_t s = {json, json + len, malloc(cap + 1), 0, cap};
     if (s.out == NULL)
         return -1;
-    if (emit_request(&s, model, out) != 0) {
+    cr_top_t top = {model, out};
+    skip_ws(&s);
+    int rc = s.p < s.end && *s.p == '{' ? emit_object(&s, 0, &top) : -1;
+    skip_ws(&s);
+    if (rc != 0 || s.p != s.end) {
         free(s.out);
         memset(out, 0, sizeof(*out));
         return -1;

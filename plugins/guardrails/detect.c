@@ -252,8 +252,10 @@ struct gr_detector {
     pcre2_code *re[NPHRASES];
     uint64_t always; /* phrases whose pattern runs whatever the words */
     gr_word_t *words;
-    /* words[from[c]..from[c + 1]) start with 'a' + c */
-    size_t from[27];
+    /* words[from[k]..from[k + 1]) start with the two letters of index
+     * k = 26 * (first - 'a') + (second - 'a') */
+    unsigned short from[26 * 26 + 1];
+    uint64_t squash_instr; /* squash literals holding "instructions" */
 };
 
 void
@@ -296,7 +298,8 @@ index_words(gr_detector_t *d, char *err, size_t errlen)
         }
         for (const char *w = phrases[i].words; *w;) {
             size_t l = strcspn(w, " ");
-            if (l == 0 || l >= GR_WORD_MAX || w[0] < 'a' || w[0] > 'z') {
+            if (l < 2 || l >= GR_WORD_MAX || w[0] < 'a' || w[0] > 'z' ||
+                w[1] < 'a' || w[1] > 'z') {
                 snprintf(err, errlen, "phrase %s: bad word list",
                          phrases[i].id);
                 return -1;
@@ -316,11 +319,17 @@ index_words(gr_detector_t *d, char *err, size_t errlen)
         }
     }
     qsort(d->words, n, sizeof(*d->words), by_word);
-    for (size_t c = 0, k = 0; c <= 26; c++) {
-        while (k < n && d->words[k].w[0] - 'a' < (int)c)
+    for (size_t c = 0, k = 0; c <= 26 * 26; c++) {
+        while (k < n && (d->words[k].w[0] - 'a') * 26 +
+                                (d->words[k].w[1] - 'a') <
+                            (int)c)
             k++;
-        d->from[c] = k;
+        d->from[c] = (unsigned short)k;
     }
+    for (size_t i = 0; i < NPHRASES; i++)
+        if (phrases[i].squash != NULL &&
+            strstr(phrases[i].squash, "instructions") != NULL)
+            d->squash_instr |= (uint64_t)1 << i;
     return 0;
 }
 
@@ -510,6 +519,13 @@ gr_normalize(const char *in, size_t len, char *out, size_t cap)
         return 0;
     }
     for (size_t i = 0; i < len;) {
+        unsigned char b = (unsigned char)in[i];
+        if (b < 0x80) { /* ASCII: what fold() does, without the calls */
+            if (b != 0)
+                tmp[n++] = (char)(b >= 'A' && b <= 'Z' ? b + 32 : b);
+            i++;
+            continue;
+        }
         size_t used;
         uint32_t cp = utf8_next((const unsigned char *)in + i, len - i, &used);
         i += used;
@@ -580,9 +596,10 @@ static uint64_t
 armed(const gr_detector_t *d, const char *norm, size_t n)
 {
     uint64_t on = d->always;
-    for (size_t i = 0; i < n;) {
-        int c = norm[i] - 'a';
-        if (c >= 0 && c < 26)
+    for (size_t i = 0; i + 1 < n;) {
+        int a = norm[i] - 'a', b = norm[i + 1] - 'a';
+        int c = a * 26 + b;
+        if (a >= 0 && a < 26 && b >= 0 && b < 26)
             for (size_t k = d->from[c]; k < d->from[c + 1]; k++)
                 if (d->words[k].len <= n - i &&
                     memcmp(norm + i, d->words[k].w, d->words[k].len) == 0)
@@ -622,9 +639,16 @@ score(const gr_detector_t *d, const char *in, size_t len, const char **top,
             squash[s++] = norm[i];
     squash[s] = '\0';
     *on = all ? ~(uint64_t)0 : armed(d, norm, n);
+    /* Most squash literals end in "instructions": one search for it
+     * spares theirs on a text without it. */
+    uint64_t squash_off =
+        strstr(squash, "instructions") == NULL ? d->squash_instr : 0;
     total = 0;
     for (size_t i = 0; i < NPHRASES; i++) {
         int hit = 0;
+        if (!(*on >> i & 1) && (phrases[i].squash == NULL ||
+                                (squash_off >> i & 1)))
+            continue; /* nothing of this phrase can be in the text */
         if (d->re[i] != NULL && (*on >> i & 1)) {
             if (md == NULL && (md = pcre2_match_data_create(1, NULL)) == NULL) {
                 total = -1;

@@ -92,6 +92,7 @@ test_the_canonical_form_is_what_a_sorted_cjson_tree_prints(void **state)
         "\"user\",\"name\":\"n\"}],\"temperature\":0.7,\"top_p\":1e-5,"
         "\"max_tokens\":1234567890123,\"n\":-2.5,\"stop\":[\"}\",\"]\","
         "\",\",\":\"]}",
+        "{}",
         "{\"ab\":1,\"a\":2,\"abc\":3,\"b\":{},\"c\":[],\"d\":\"\","
         "\"\\u00e9t\\u00e9\":\"caf\\u00e9 \\u2603\",\"B\":0}",
         "{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
