@@ -219,6 +219,20 @@ model_listed(char **list, size_t n, const char *model)
     return 0;
 }
 
+/* A message as the hooks read it, fetched once per request. */
+typedef struct {
+    const char *role, *text; /* NULL: none */
+    size_t len;
+} gmsg_t;
+
+static int
+fetch_text(const sluice_host_t *h, sluice_req_t *req, size_t i, gmsg_t *m)
+{
+    if (h->message_text(req, i, &m->text, &m->len) != SLUICE_OK)
+        m->text = NULL;
+    return m->text != NULL;
+}
+
 static sluice_verdict_t
 on_request(void *instance, sluice_req_t *req)
 {
@@ -226,8 +240,8 @@ on_request(void *instance, sluice_req_t *req)
     const sluice_host_t *h = g->h;
     const gr_policy_t *p = &g->pol;
     sluice_verdict_t v = SLUICE_CONTINUE;
-    const char *model = NULL, *role, *text;
-    size_t count = 0, len, so, eo;
+    const char *model = NULL;
+    size_t count = 0, so, eo;
     if (state(g, req) == NULL)
         return SLUICE_ERROR;
 
@@ -239,13 +253,17 @@ on_request(void *instance, sluice_req_t *req)
         return v;
 
     h->message_count(req, &count);
+    gmsg_t *m = count > 0 ? h->alloc(req, count * sizeof(*m)) : NULL;
+    if (count > 0 && m == NULL)
+        return SLUICE_ERROR;
     size_t chars = 0, last_user = (size_t)-1;
     for (size_t i = 0; i < count; i++) {
-        if (h->message_role(req, i, &role) == SLUICE_OK &&
-            strcmp(role, "user") == 0)
+        if (h->message_role(req, i, &m[i].role) != SLUICE_OK)
+            m[i].role = NULL;
+        if (m[i].role != NULL && strcmp(m[i].role, "user") == 0)
             last_user = i;
-        if (h->message_text(req, i, &text, &len) == SLUICE_OK)
-            chars += utf8_chars(text, len);
+        if (fetch_text(h, req, i, &m[i]))
+            chars += utf8_chars(m[i].text, m[i].len);
     }
     if (p->max_chars > 0 && chars > (size_t)p->max_chars &&
         act(g, req, p->size_action, "max_prompt_chars", "request", &v))
@@ -259,33 +277,32 @@ on_request(void *instance, sluice_req_t *req)
         gr_rule_t one = {.re = &p->system_require.re[r], .nre = 1};
         int found = 0;
         for (size_t i = 0; i < count && !found; i++)
-            if (h->message_role(req, i, &role) == SLUICE_OK &&
-                is_system(role) &&
-                h->message_text(req, i, &text, &len) == SLUICE_OK)
-                found = gr_rule_find(&one, text, len, 0, 0, &so, &eo, NULL) ==
-                        1;
+            if (m[i].role != NULL && is_system(m[i].role) &&
+                m[i].text != NULL)
+                found = gr_rule_find(&one, m[i].text, m[i].len, 0, 0, &so,
+                                     &eo, NULL) == 1;
         if (!found && act(g, req, p->system_require.action, "system_require",
                           "request", &v))
             return v;
     }
 
     for (size_t i = 0; i < count; i++) {
-        if (h->message_role(req, i, &role) != SLUICE_OK ||
-            h->message_text(req, i, &text, &len) != SLUICE_OK)
+        if (m[i].role == NULL || m[i].text == NULL)
             continue;
-        int sys = is_system(role);
+        int sys = is_system(m[i].role);
         size_t nrules = sys ? (p->system_forbid.nre > 0) : p->ndeny;
         for (size_t r = 0; r < nrules; r++) {
             const gr_rule_t *rule = sys ? &p->system_forbid : &p->deny[r];
-            int m = gr_rule_find(rule, text, len, 0, 0, &so, &eo, NULL);
-            if (m < 0)
+            int f = gr_rule_find(rule, m[i].text, m[i].len, 0, 0, &so, &eo,
+                                 NULL);
+            if (f < 0)
                 return SLUICE_ERROR;
-            if (m == 0)
+            if (f == 0)
                 continue;
             if (rule->action == GR_REDACT) {
-                if (redact_message(g, req, i, rule, text, len) != 0)
+                if (redact_message(g, req, i, rule, m[i].text, m[i].len) != 0)
                     return SLUICE_ERROR;
-                if (h->message_text(req, i, &text, &len) != SLUICE_OK)
+                if (!fetch_text(h, req, i, &m[i]))
                     break;
             } else if (act(g, req, rule->action, rule->name, "request", &v)) {
                 return v;
@@ -294,21 +311,23 @@ on_request(void *instance, sluice_req_t *req)
     }
 
     if (p->allow.nre > 0) {
-        int ok = last_user != (size_t)-1 &&
-                 h->message_text(req, last_user, &text, &len) == SLUICE_OK &&
-                 gr_rule_find(&p->allow, text, len, 0, 0, &so, &eo, NULL) == 1;
+        int ok = last_user != (size_t)-1 && m[last_user].text != NULL &&
+                 gr_rule_find(&p->allow, m[last_user].text, m[last_user].len,
+                              0, 0, &so, &eo, NULL) == 1;
         if (!ok && act(g, req, p->allow.action, "allow", "request", &v))
             return v;
     }
 
     if (p->det != NULL) {
         for (size_t i = 0; i < count; i++) {
-            if (h->message_role(req, i, &role) != SLUICE_OK ||
-                (strcmp(role, "user") != 0 && strcmp(role, "tool") != 0) ||
-                h->message_text(req, i, &text, &len) != SLUICE_OK)
+            if (m[i].role == NULL ||
+                (strcmp(m[i].role, "user") != 0 &&
+                 strcmp(m[i].role, "tool") != 0) ||
+                m[i].text == NULL)
                 continue;
             const char *top = NULL;
-            double score = gr_injection_score(p->det, text, len, &top);
+            double score =
+                gr_injection_score(p->det, m[i].text, m[i].len, &top);
             if (score < 0)
                 return SLUICE_ERROR;
             if (score >= p->threshold) {

@@ -31,7 +31,7 @@ static const builtin_t builtins[] = {
     {"secret", "SECRET",
      "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\\s\\S]*?"
      "-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
-     pii_secret_ok, '-', 0, 0, 0, 0},
+     pii_secret_ok, '-', 0, 0, 0, PII_NEEDS_PEM},
     {"secret", "SECRET",
      "(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])"
      "|(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}",
@@ -39,17 +39,17 @@ static const builtin_t builtins[] = {
     {"secret", "SECRET",
      "(?<![A-Za-z0-9_-])sk-(?:proj-|ant-(?:api03-)?)?[A-Za-z0-9_-]{20,}"
      "|(?<![A-Za-z0-9])[rs]k_(?:live|test)_[0-9A-Za-z]{16,}",
-     pii_secret_ok, 'k', 0, 0, 0, 0},
+     pii_secret_ok, 'k', 0, 0, 0, PII_NEEDS_KEYSEP},
     {"secret", "SECRET",
      "(?<![A-Za-z0-9])gh[pousr]_[A-Za-z0-9]{36,}"
      "|(?<![A-Za-z0-9])github_pat_[A-Za-z0-9_]{22,}",
-     pii_secret_ok, '_', 0, 0, 0, 0},
+     pii_secret_ok, '_', 0, 0, 0, PII_NEEDS_GH},
     {"secret", "SECRET", "(?<![A-Za-z0-9])xox[abprs]-[A-Za-z0-9-]{10,}",
-     pii_secret_ok, '-', 0, 0, 0, 0},
+     pii_secret_ok, '-', 0, 0, 0, PII_NEEDS_XOX},
     {"secret", "SECRET",
      "(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\\.eyJ[A-Za-z0-9_-]{8,}"
      "\\.[A-Za-z0-9_-]{8,}",
-     pii_secret_ok, '.', 0, 0, 0, 0},
+     pii_secret_ok, '.', 0, 0, 0, PII_NEEDS_EYJ},
     {"secret", "SECRET", "(?i:bearer)\\s+\\K[A-Za-z0-9._~+/-]{20,}=*",
      pii_secret_ok, 0, 0, 0, 0, PII_NEEDS_BEARER},
     /* the lookbehind before (?i:...) keeps this fast: without it every
@@ -233,11 +233,39 @@ survey(const char *text, size_t len, pii_text_t *t) {
             t->digits++;
         else if (c >= 'A' && c <= 'Z')
             t->upper++;
-        else if (c == ':' || c == '=')
-            t->needs |= PII_NEEDS_ASSIGN;
-        if ((c | 0x20) == 'b' && len - i >= 6 &&
-            strncasecmp(text + i, "bearer", 6) == 0)
-            t->needs |= PII_NEEDS_BEARER;
+        const char *at = text + i;
+        size_t left = len - i;
+        switch (c) {
+        case ':':
+        case '=': t->needs |= PII_NEEDS_ASSIGN; break;
+        case 'b':
+        case 'B':
+            if (left >= 6 && strncasecmp(at, "bearer", 6) == 0)
+                t->needs |= PII_NEEDS_BEARER;
+            break;
+        case '-':
+            if (left >= 5 && memcmp(at, "-----", 5) == 0)
+                t->needs |= PII_NEEDS_PEM;
+            break;
+        case 'k':
+            if (left >= 2 && (at[1] == '-' || at[1] == '_'))
+                t->needs |= PII_NEEDS_KEYSEP;
+            break;
+        case 'g':
+            if ((left >= 2 && at[1] == 'h') ||
+                (left >= 11 && memcmp(at, "github_pat_", 11) == 0))
+                t->needs |= PII_NEEDS_GH;
+            break;
+        case 'x':
+            if (left >= 3 && memcmp(at, "xox", 3) == 0)
+                t->needs |= PII_NEEDS_XOX;
+            break;
+        case 'e':
+            if (left >= 3 && memcmp(at, "eyJ", 3) == 0)
+                t->needs |= PII_NEEDS_EYJ;
+            break;
+        default: break;
+        }
     }
 }
 

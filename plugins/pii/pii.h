@@ -40,8 +40,13 @@ typedef struct {
     pcre2_code *re;
 } pii_detector_t;
 
-#define PII_NEEDS_ASSIGN 1 /* a ':' or '=' */
-#define PII_NEEDS_BEARER 2 /* "bearer", any case */
+#define PII_NEEDS_ASSIGN 1  /* a ':' or '=' */
+#define PII_NEEDS_BEARER 2  /* "bearer", any case */
+#define PII_NEEDS_PEM 4     /* "-----" */
+#define PII_NEEDS_KEYSEP 8  /* "k-" or "k_" (sk-..., rk_live_...) */
+#define PII_NEEDS_GH 16     /* "gh" or "github_pat_" */
+#define PII_NEEDS_XOX 32    /* "xox" */
+#define PII_NEEDS_EYJ 64    /* "eyJ" (a JWT's header) */
 
 #define PII_MD_POOL 8
 

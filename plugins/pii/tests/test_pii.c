@@ -156,7 +156,8 @@ test_secrets_and_private_key_blocks(void **state) {
 }
 
 /* A detector is skipped on a text with fewer digits, capitals or marks
- * than any value of its kind holds: values with just enough are found. */
+ * (a ':', "eyJ", "xox"...) than any value of its kind holds: values with
+ * just enough are found. */
 static void
 test_values_with_just_what_the_prefilter_asks_are_still_found(void **state) {
     (void)state;
@@ -171,6 +172,13 @@ test_values_with_just_what_the_prefilter_asks_are_still_found(void **state) {
         {"BeArEr abcDEF123456ghiJKL789xyz", "BeArEr [SECRET]"},
         {"passwd: Zx81KqLm90PwQeRt", "passwd: [SECRET]"},
         {"password=Xy7!kLm9#Qr2$Tz", "password=[SECRET]"},
+        {"use github_pat_11ABCDEFG0123456789abcdefghij now",
+         "use [SECRET] now"},
+        {"key rk_test_4eC39HqLyjWDarjtT1zdp7dc ok", "key [SECRET] ok"},
+        {"tok xoxb-1234567890-abcdefghij ok", "tok [SECRET] ok"},
+        {"jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3"
+         "jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U x",
+         "jwt [SECRET] x"},
         {"card 1234 and no more", "card 1234 and no more"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
