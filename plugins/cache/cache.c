@@ -27,6 +27,7 @@
  * a key this size. */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,11 +52,11 @@ typedef struct {
     int64_t ttl_ms, max_entries, max_bytes;
     int shared, cache_temperature;
     int kept; /* the host has respond_kept */
+    /* What a lookup first reads into: the last hit's size, rounded up
+     * to a KiB (answers to one route are alike); a bigger entry takes a
+     * second read. Shared by the workers, a hint only. */
+    _Atomic size_t guess;
 } cache_t;
-
-/* What a hit first reads into: most answers fit, a bigger one takes a
- * second read. */
-#define CACHE_READ_GUESS 4096
 
 typedef enum { C_BYPASS = 0, C_MISS, C_HIT } cmode_t;
 
@@ -105,6 +106,7 @@ create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
         return SLUICE_EINVAL;
     }
     c->kept = SLUICE_HOST_HAS(h, respond_kept);
+    atomic_init(&c->guess, 1024);
     c->ttl_ms = ttl * 1000;
     c->shared = strcmp(scope, "shared") == 0;
     *instance = c;
@@ -200,9 +202,9 @@ static int
 lookup(cache_t *c, sluice_req_t *req, creq_t *st, char **val, size_t *vlen)
 {
     const sluice_host_t *h = c->h;
-    size_t cap = (size_t)c->max_bytes < CACHE_READ_GUESS
-                     ? (size_t)c->max_bytes
-                     : CACHE_READ_GUESS;
+    size_t cap = atomic_load_explicit(&c->guess, memory_order_relaxed);
+    if (cap > (size_t)c->max_bytes)
+        cap = (size_t)c->max_bytes;
     char *buf = h->alloc(req, cap + 1);
     if (buf == NULL)
         return SLUICE_ENOMEM;
@@ -217,6 +219,9 @@ lookup(cache_t *c, sluice_req_t *req, creq_t *st, char **val, size_t *vlen)
         return rc;
     if (*vlen == 0)
         return SLUICE_ENOTFOUND;
+    size_t want = (*vlen + 1023) & ~(size_t)1023;
+    if (want != cap)
+        atomic_store_explicit(&c->guess, want, memory_order_relaxed);
     buf[*vlen] = '\0';
     *val = buf;
     return SLUICE_OK;

@@ -79,6 +79,28 @@ def test_second_identical_request_is_a_hit_without_the_upstream(gateway,
         "x-sluice-cache") == "miss"
 
 
+def test_hits_of_any_size_are_served_whole(gateway, mock):
+    """A hit reads its entry into a buffer sized by the last hit: a bigger
+    entry after a small one, and a small one after a big one, come back
+    whole."""
+    gw = gateway(extra=cached())
+    prompts = ["[mock:words=3] small", "[mock:words=3000] big",
+               "[mock:words=5] small again", "[mock:words=3000] big"]
+    first = {}
+    for p in prompts:
+        r = ask(gw, p)
+        assert r.status == 200, r
+        first.setdefault(p, content(r))
+        assert until_hit(gw, p), p
+    before = upstream_calls(mock)
+    for p in prompts + prompts[::-1]:
+        r = ask(gw, p)
+        assert r.header("x-sluice-cache") == "hit", p
+        assert content(r) == first[p]
+    assert upstream_calls(mock) == before
+    assert len(first["[mock:words=3000] big"]) > 8000
+
+
 def test_cached_answer_is_replayed_to_a_streaming_request_as_sse(gateway,
                                                                 mock):
     gw = gateway(extra=cached())
