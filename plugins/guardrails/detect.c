@@ -237,7 +237,8 @@ static const phrase_t phrases[] = {
 };
 
 #define NPHRASES (sizeof(phrases) / sizeof(phrases[0]))
-_Static_assert(NPHRASES <= 64, "a phrase mask is 64 bits");
+_Static_assert(NPHRASES < 64, "a phrase mask is 64 bits");
+#define ALL_PHRASES (((uint64_t)1 << NPHRASES) - 1)
 
 #define GR_WORD_MAX 16
 
@@ -255,7 +256,8 @@ struct gr_detector {
     /* words[from[k]..from[k + 1]) start with the two letters of index
      * k = 26 * (first - 'a') + (second - 'a') */
     unsigned short from[26 * 26 + 1];
-    uint64_t squash_instr; /* squash literals holding "instructions" */
+    uint64_t squash_any;   /* phrases with a squash literal */
+    uint64_t squash_instr; /* those whose literal holds "instructions" */
 };
 
 void
@@ -326,10 +328,13 @@ index_words(gr_detector_t *d, char *err, size_t errlen)
             k++;
         d->from[c] = (unsigned short)k;
     }
-    for (size_t i = 0; i < NPHRASES; i++)
-        if (phrases[i].squash != NULL &&
-            strstr(phrases[i].squash, "instructions") != NULL)
+    for (size_t i = 0; i < NPHRASES; i++) {
+        if (phrases[i].squash == NULL)
+            continue;
+        d->squash_any |= (uint64_t)1 << i;
+        if (strstr(phrases[i].squash, "instructions") != NULL)
             d->squash_instr |= (uint64_t)1 << i;
+    }
     return 0;
 }
 
@@ -638,17 +643,17 @@ score(const gr_detector_t *d, const char *in, size_t len, const char **top,
         if (norm[i] != ' ')
             squash[s++] = norm[i];
     squash[s] = '\0';
-    *on = all ? ~(uint64_t)0 : armed(d, norm, n);
+    *on = all ? ALL_PHRASES : armed(d, norm, n);
     /* Most squash literals end in "instructions": one search for it
      * spares theirs on a text without it. */
     uint64_t squash_off =
         strstr(squash, "instructions") == NULL ? d->squash_instr : 0;
     total = 0;
-    for (size_t i = 0; i < NPHRASES; i++) {
+    /* The phrases something of which may be in the text, in order. */
+    for (uint64_t todo = *on | (d->squash_any & ~squash_off); todo != 0;
+         todo &= todo - 1) {
+        size_t i = (size_t)__builtin_ctzll(todo);
         int hit = 0;
-        if (!(*on >> i & 1) && (phrases[i].squash == NULL ||
-                                (squash_off >> i & 1)))
-            continue; /* nothing of this phrase can be in the text */
         if (d->re[i] != NULL && (*on >> i & 1)) {
             if (md == NULL && (md = pcre2_match_data_create(1, NULL)) == NULL) {
                 total = -1;
