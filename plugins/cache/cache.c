@@ -13,7 +13,8 @@
  * answer in on_response, a stream in on_log once it ended cleanly.
  *
  * The size cap is a ring of max_entries slots: each store takes the next
- * slot (an atomic kv counter) and evicts the entry that held it, so the
+ * slot (a kv counter, handed out in order by the instance) and evicts the
+ * entry that held it, so the
  * oldest entries go first (FIFO) and the cache never holds more than
  * max_entries live entries, plus the few a race between two stores in
  * the same slot may leave to their TTL. */
@@ -28,9 +29,11 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const sluice_config_field_t schema[] = {
     {"ttl_seconds", SLUICE_CFG_INT, "300", 0,
@@ -47,6 +50,8 @@ static const sluice_config_field_t schema[] = {
     {NULL, 0, NULL, 0, NULL},
 };
 
+#define CACHE_RECENT 64
+
 typedef struct {
     const sluice_host_t *h;
     int64_t ttl_ms, max_entries, max_bytes;
@@ -56,9 +61,31 @@ typedef struct {
      * to a KiB (answers to one route are alike); a bigger entry takes a
      * second read. Shared by the workers, a hint only. */
     _Atomic size_t guess;
+    _Atomic int64_t seq; /* the last ring position handed out */
+    /* Keys stored in the last moment, by tag: misses of one request that
+     * come before its store is committed store it once, not once each
+     * (each copy would take a ring slot and evict another entry early,
+     * and evicting one copy's slot deletes the entry the other still
+     * names). A hint: two keys may share a cell. */
+    struct {
+        _Atomic uint64_t tag;
+        _Atomic int64_t at_ms;
+    } recent[CACHE_RECENT];
 } cache_t;
 
 typedef enum { C_BYPASS = 0, C_MISS, C_HIT } cmode_t;
+
+/* The window in which a store is taken to be still on its way to the
+ * disk (the store's writer commits within milliseconds). */
+#define CACHE_PENDING_MS 1000
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Per request. */
 typedef struct {
@@ -66,6 +93,7 @@ typedef struct {
     int stream;
     char key[400];
     size_t klen;
+    uint64_t tag; /* the key's first 64 bits, never 0 */
     cr_asm_t *asm_; /* a streamed miss being assembled (malloc'd; freed in
                        on_log, which always runs) */
 } creq_t;
@@ -107,6 +135,7 @@ create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
     }
     c->kept = SLUICE_HOST_HAS(h, respond_kept);
     atomic_init(&c->guess, 1024);
+    atomic_init(&c->seq, 0);
     c->ttl_ms = ttl * 1000;
     c->shared = strcmp(scope, "shared") == 0;
     *instance = c;
@@ -170,6 +199,10 @@ make_key(creq_t *st, const char *model, const char *scope,
         st->key[3 + ml + 2 * i + 1] = hex[md[i] & 15];
     }
     st->klen = 3 + ml + 64;
+    st->tag = 1;
+    for (unsigned i = 0; i < 8; i++)
+        st->tag = st->tag << 8 | md[i];
+    st->tag |= 1;
     return 0;
 }
 
@@ -292,9 +325,25 @@ store(cache_t *c, sluice_req_t *req, creq_t *st, const char *body, size_t len)
     const sluice_host_t *h = c->h;
     if (len > (size_t)c->max_bytes)
         return;
+    int64_t now = now_ms();
+    size_t cell = st->tag % CACHE_RECENT;
+    int64_t at = atomic_load(&c->recent[cell].at_ms);
+    if (atomic_exchange(&c->recent[cell].tag, st->tag) == st->tag &&
+        now - at < CACHE_PENDING_MS)
+        return; /* stored a moment ago, by another miss */
+    atomic_store(&c->recent[cell].at_ms, now);
     int64_t seq = 0;
     if (h->kv_incr(req, "ring:seq", 8, 1, 0, &seq) != SLUICE_OK)
         return;
+    /* kv_incr answers what is committed plus ours: two stores before a
+     * commit would share a slot, and the ring would evict out of order.
+     * Slots are handed out here, from the stored counter after a
+     * restart. */
+    int64_t last = atomic_load(&c->seq);
+    while (!atomic_compare_exchange_weak(&c->seq, &last,
+                                         last + 1 > seq ? last + 1 : seq))
+        ;
+    seq = last + 1 > seq ? last + 1 : seq;
     char slot[48], old[400];
     size_t oldlen = 0;
     int sl = snprintf(slot, sizeof(slot), "ring:%lld",
