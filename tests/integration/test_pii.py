@@ -331,22 +331,25 @@ def test_conversation_map_persists_across_turns(gateway, mock):
         "I am <EMAIL_1>"
 
     # A later turn quotes the placeholder (as a model's earlier answer
-    # would have): it is restored from the stored map.
-    def turn2():
-        r = chat(gw.port, "recall <EMAIL_1> and %s" % EMAIL2, headers=h)
-        return r if EMAIL in r.json()["choices"][0]["message"][
-            "content"] else None
-    r = wait_for(turn2, timeout=3)
-    assert r, "the second turn did not restore <EMAIL_1>"
+    # would have): it is restored from the stored map. The map is stored
+    # through the store's writer: wait for it with a turn that adds no
+    # value (one that did would save its own map over the first).
+    def stored():
+        r = chat(gw.port, "recall <EMAIL_1>", headers=h)
+        return EMAIL in r.json()["choices"][0]["message"]["content"]
+    assert wait_for(stored, timeout=3), "the map of turn 1 was not stored"
+    r = chat(gw.port, "recall <EMAIL_1> and %s" % EMAIL2, headers=h)
+    assert EMAIL in r.json()["choices"][0]["message"]["content"], \
+        "the second turn did not restore <EMAIL_1>"
     assert r.json()["choices"][0]["message"]["content"] == \
         "recall %s and %s" % (EMAIL, EMAIL2)
     # New values continue the conversation's numbering.
     assert json.loads(sent_body(mock))["messages"][-1]["content"] == \
         "recall <EMAIL_1> and <EMAIL_2>"
-    # Streams too.
-    r = chat(gw.port, "again <EMAIL_2> [mock:gap_ms=1]", headers=h,
-             stream=True)
-    assert stream_text(sse_data(r.body)) == "again %s" % EMAIL2
+    # Streams too (once turn 2's map is stored).
+    assert wait_for(lambda: stream_text(sse_data(chat(
+        gw.port, "again <EMAIL_2> [mock:gap_ms=1]", headers=h,
+        stream=True).body)) == "again %s" % EMAIL2, timeout=3)
     # Another conversation (or none) does not see this one's values.
     r = chat(gw.port, "recall <EMAIL_1>", headers={"x-conversation-id": "x"})
     assert r.json()["choices"][0]["message"]["content"] == "recall <EMAIL_1>"
