@@ -19,9 +19,13 @@
  * tree. It prints what cJSON would print for the sorted tree (numbers
  * and strings are already in cJSON's form), so keys stay the same. */
 
-static const char *const transport_only[] = {"stream", "stream_options",
-                                             "user", "metadata", "store",
-                                             "service_tier", NULL};
+#define CR_LIT(s) {s, sizeof(s) - 1}
+static const struct {
+    const char *s;
+    size_t n;
+} transport_only[] = {CR_LIT("stream"), CR_LIT("stream_options"),
+                      CR_LIT("user"),   CR_LIT("metadata"),
+                      CR_LIT("store"),  CR_LIT("service_tier")};
 
 #define CR_MAX_DEPTH 64
 
@@ -121,10 +125,13 @@ key_before(const cr_member_t *x, const cr_member_t *y)
 }
 
 static int
-key_is(const char *key, size_t klen, const char *k)
+key_is_n(const char *key, size_t klen, const char *k, size_t n)
 {
-    return klen == strlen(k) && memcmp(key, k, klen) == 0;
+    return klen == n && memcmp(key, k, n) == 0;
 }
+
+/* key_is(key, klen, "literal") */
+#define key_is(key, klen, lit) key_is_n(key, klen, lit, sizeof(lit) - 1)
 
 /* The members m[0..n), written back to back from out[base], rewritten
  * in key order with commas between them. */
@@ -179,7 +186,7 @@ member(const char *p, const char *end, const char *key, const char **vend)
         const char *v = s.p;
         if (skip_value(&s) != 0)
             return NULL;
-        if (key_is(k, klen, key)) {
+        if (key_is_n(k, klen, key, strlen(key))) {
             *vend = s.p;
             return v;
         }
@@ -233,8 +240,10 @@ emit_object(cr_scan_t *s, int depth, const cr_top_t *top)
         const char *v = s->p;
         int drop = 0;
         if (top != NULL) {
-            for (size_t t = 0; transport_only[t] != NULL; t++)
-                drop |= key_is(k, klen, transport_only[t]);
+            for (size_t t = 0;
+                 t < sizeof(transport_only) / sizeof(transport_only[0]); t++)
+                drop |= key_is_n(k, klen, transport_only[t].s,
+                                 transport_only[t].n);
             if (top->model != NULL && !model_seen &&
                 key_is(k, klen, "model"))
                 drop = model_seen = 1; /* as cJSON deletes one: the first */
