@@ -566,8 +566,11 @@ cr_asm_event(cr_asm_t *a, const char *json, size_t len)
     if (a->failed)
         return -1;
     a->bytes += len;
-    cJSON *ev = cJSON_ParseWithLength(json, len);
-    if (!cJSON_IsObject(ev) || a->bytes > a->max ||
+    cJSON *ev = NULL;
+    if (a->bytes > a->max) /* too big to store: not parsed at all */
+        goto fail;
+    ev = cJSON_ParseWithLength(json, len);
+    if (!cJSON_IsObject(ev) ||
         cJSON_GetObjectItemCaseSensitive(ev, "error") != NULL)
         goto fail;
     static const char *const head_keys[] = {"id", "created", "model",
