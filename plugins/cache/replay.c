@@ -7,6 +7,7 @@
 #include "replay.h"
 
 #include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,7 +199,8 @@ member(const char *p, const char *end, const char *key, const char **vend)
 
 /* The JSON string for s as cJSON prints it. Returns its length; writes
  * it when out is not NULL. */
-static size_t json_string(const char *s, char *out);
+static size_t json_string_n(const char *s, size_t len, char *out);
+#define json_string(s, out) json_string_n(s, strlen(s), out)
 
 static int emit_value(cr_scan_t *s, int depth);
 
@@ -345,7 +347,7 @@ emit_value(cr_scan_t *s, int depth)
 }
 
 static size_t
-json_string(const char *s, char *out)
+json_string_n(const char *s, size_t len, char *out)
 {
     static const char hex[] = "0123456789abcdef";
     size_t n = 0;
@@ -356,7 +358,8 @@ json_string(const char *s, char *out)
         n++;                                                                   \
     } while (0)
     CR_OUT('"');
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+    const unsigned char *end = (const unsigned char *)s + len;
+    for (const unsigned char *c = (const unsigned char *)s; c < end; c++) {
         const char *e = NULL;
         switch (*c) {
         case '"': e = "\\\""; break;
@@ -688,44 +691,66 @@ put(buf_t *b, const char *s, size_t n)
     b->s[b->len] = '\0';
 }
 
-/* One "data: {...}\n\n" event: the chunk head plus choices (consumed). */
+/* s[0..n) as a JSON string the way cJSON prints it, appended. */
 static void
-event(buf_t *b, const cJSON *head, cJSON *choices, cJSON *usage)
+put_string(buf_t *b, const char *s, size_t n)
 {
-    cJSON *ev = cJSON_Duplicate(head, 1);
-    if (ev == NULL) {
-        b->oom = 1;
-        cJSON_Delete(choices);
-        cJSON_Delete(usage);
+    if (b->oom || n > (SIZE_MAX - b->len) / 6 - 2)
         return;
+    if (b->len + 6 * n + 3 > b->cap) { /* each byte escapes to <= 6 */
+        size_t cap = b->len + 6 * n + 3 + 256;
+        char *p = realloc(b->s, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->s = p;
+        b->cap = cap;
     }
-    cJSON_AddItemToObject(ev, "choices", choices);
-    if (usage != NULL)
-        cJSON_AddItemToObject(ev, "usage", usage);
-    char *s = cJSON_PrintUnformatted(ev);
-    cJSON_Delete(ev);
+    b->len += json_string_n(s, n, b->s + b->len);
+    b->s[b->len] = '\0';
+}
+
+/* A cJSON item as compact JSON, appended. */
+static void
+put_json(buf_t *b, const cJSON *item)
+{
+    char *s = cJSON_PrintUnformatted(item);
     if (s == NULL) {
         b->oom = 1;
         return;
     }
-    put(b, "data: ", 6);
     put(b, s, strlen(s));
-    put(b, "\n\n", 2);
     free(s);
 }
 
-static cJSON *
-one_choice(int index, cJSON *delta, const cJSON *finish)
+/* One "data: {...}\n\n" event of choice `index`: the chunk head (printed
+ * once, without its closing brace), the delta (JSON), the finish reason
+ * (JSON, or NULL for null); or, with usage (JSON), the usage event. The
+ * same bytes cJSON printed when each event was a tree. */
+static void
+event(buf_t *b, const char *head, size_t hlen, int index, const char *delta,
+      size_t dlen, const char *finish, const char *usage)
 {
-    cJSON *arr = cJSON_CreateArray(), *c = cJSON_CreateObject();
-    cJSON_AddItemToArray(arr, c);
-    cJSON_AddNumberToObject(c, "index", index);
-    cJSON_AddItemToObject(c, "delta", delta);
+    char num[32];
+    put(b, "data: ", 6);
+    put(b, head, hlen);
+    if (usage != NULL) {
+        put(b, ",\"choices\":[],\"usage\":", 22);
+        put(b, usage, strlen(usage));
+        put(b, "}\n\n", 3);
+        return;
+    }
+    put(b, ",\"choices\":[{\"index\":", 21);
+    put(b, num, (size_t)snprintf(num, sizeof(num), "%d", index));
+    put(b, ",\"delta\":", 9);
+    put(b, delta, dlen);
+    put(b, ",\"finish_reason\":", 17);
     if (finish != NULL)
-        cJSON_AddItemToObject(c, "finish_reason", cJSON_Duplicate(finish, 1));
+        put(b, finish, strlen(finish));
     else
-        cJSON_AddNullToObject(c, "finish_reason");
-    return arr;
+        put(b, "null", 4);
+    put(b, "}]}\n\n", 5);
 }
 
 /* The length of the next piece of text: a word and the space after it,
@@ -763,7 +788,18 @@ cr_sse_from_completion(const char *json, size_t len, int include_usage,
         if (v != NULL)
             cJSON_AddItemToObject(head, keys[i], cJSON_Duplicate(v, 1));
     }
-    buf_t b = {0};
+    /* Every event starts with the head's members: printed once. */
+    buf_t h = {0}, b = {0}, d = {0};
+    put_json(&h, head);
+    cJSON_Delete(head);
+    if (h.oom || h.len < 2) {
+        free(h.s);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    /* Without its closing brace; never "{" alone: it has "object". */
+    const char *hs = h.s;
+    size_t hl = h.len - 1;
     const cJSON *c;
     int index = 0;
     cJSON_ArrayForEach(c, choices)
@@ -772,20 +808,19 @@ cr_sse_from_completion(const char *json, size_t len, int include_usage,
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c, "finish_reason");
-        cJSON *d = cJSON_CreateObject();
-        cJSON_AddStringToObject(d, "role", "assistant");
-        cJSON_AddStringToObject(d, "content", "");
-        event(&b, head, one_choice(index, d, NULL), NULL);
+        static const char role[] = "{\"role\":\"assistant\",\"content\":\"\"}";
+        event(&b, hs, hl, index, role, sizeof(role) - 1, NULL, NULL);
         if (cJSON_IsString(content)) {
             const char *s = content->valuestring;
             size_t n = strlen(s);
             while (n > 0) {
                 size_t k = next_piece(s, n);
-                char *piece = strndup(s, k);
-                d = cJSON_CreateObject();
-                cJSON_AddStringToObject(d, "content", piece ? piece : "");
-                free(piece);
-                event(&b, head, one_choice(index, d, NULL), NULL);
+                d.len = 0;
+                put(&d, "{\"content\":", 11);
+                put_string(&d, s, k);
+                put(&d, "}", 1);
+                if (!d.oom)
+                    event(&b, hs, hl, index, d.s, d.len, NULL, NULL);
                 s += k;
                 n -= k;
             }
@@ -799,23 +834,37 @@ cr_sse_from_completion(const char *json, size_t len, int include_usage,
                 cJSON_DeleteItemFromObjectCaseSensitive(t, "index");
                 cJSON_AddNumberToObject(t, "index", i++);
             }
-            d = cJSON_CreateObject();
-            cJSON_AddItemToObject(d, "tool_calls", tc);
-            event(&b, head, one_choice(index, d, NULL), NULL);
+            d.len = 0;
+            put(&d, "{\"tool_calls\":", 14);
+            put_json(&d, tc);
+            put(&d, "}", 1);
+            cJSON_Delete(tc);
+            if (!d.oom)
+                event(&b, hs, hl, index, d.s, d.len, NULL, NULL);
         }
-        event(&b, head, one_choice(index, cJSON_CreateObject(), fr), NULL);
+        char *f = fr != NULL ? cJSON_PrintUnformatted(fr) : NULL;
+        event(&b, hs, hl, index, "{}", 2, f, NULL);
+        free(f);
         index++;
     }
     const cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
-    if (include_usage && cJSON_IsObject(usage))
-        event(&b, head, cJSON_CreateArray(), cJSON_Duplicate(usage, 1));
+    if (include_usage && cJSON_IsObject(usage)) {
+        char *u = cJSON_PrintUnformatted(usage);
+        if (u == NULL)
+            b.oom = 1;
+        else
+            event(&b, hs, hl, 0, NULL, 0, NULL, u);
+        free(u);
+    }
     put(&b, "data: [DONE]\n\n", 14);
-    cJSON_Delete(head);
     cJSON_Delete(root);
-    if (b.oom) {
+    free(h.s);
+    if (b.oom || d.oom) {
+        free(d.s);
         free(b.s);
         return NULL;
     }
+    free(d.s);
     *outlen = b.len;
     return b.s;
 }

@@ -333,6 +333,61 @@ test_replay_is_a_proper_event_stream_that_round_trips(void **state)
     assert_null(cr_sse_from_completion("nope", 4, 0, &n));
 }
 
+/* Text that must be escaped, long runs of spaces, tool calls and two
+ * choices come back from a replay as they were stored. */
+static void
+test_replay_keeps_escapes_tool_calls_and_choices(void **state)
+{
+    const char *done =
+        "{\"id\":\"c8\",\"model\":\"m\\\"q\",\"choices\":[{\"index\":0,"
+        "\"message\":{\"role\":\"assistant\",\"content\":\"a \\\"q\\\" b\\\\"
+        "\\nc\\t\\u0001 caf\\u00e9                                         "
+        "                                                   end\"},"
+        "\"finish_reason\":\"stop\"},{\"index\":1,\"message\":{\"role\":"
+        "\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"t\","
+        "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
+        "\"{\\\"x\\\":1}\"}}]},\"finish_reason\":\"tool_calls\"}]}";
+    size_t n, len;
+    char *sse = cr_sse_from_completion(done, strlen(done), 0, &n);
+    assert_non_null(sse);
+    cr_asm_t *a = cr_asm_new(1 << 20);
+    for (char *s = sse; (s = strstr(s, "data: ")) != NULL;) {
+        s += 6;
+        char *end = strstr(s, "\n\n");
+        if (strncmp(s, "[DONE]", 6) != 0)
+            assert_int_equal(cr_asm_event(a, s, (size_t)(end - s)), 0);
+        s = end;
+    }
+    char *back = cr_asm_finish(a, &len);
+    assert_non_null(back);
+    cJSON *want = cJSON_Parse(done), *got = cJSON_Parse(back);
+    assert_non_null(got);
+    for (int i = 0; i < 2; i++) {
+        cJSON *w = cJSON_GetArrayItem(cJSON_GetObjectItem(want, "choices"), i);
+        cJSON *g = cJSON_GetArrayItem(cJSON_GetObjectItem(got, "choices"), i);
+        cJSON *wm = cJSON_GetObjectItem(w, "message");
+        cJSON *gm = cJSON_GetObjectItem(g, "message");
+        if (i == 0)
+            assert_string_equal(
+                cJSON_GetObjectItem(gm, "content")->valuestring,
+                cJSON_GetObjectItem(wm, "content")->valuestring);
+        else
+            assert_true(cJSON_Compare(cJSON_GetObjectItem(gm, "tool_calls"),
+                                      cJSON_GetObjectItem(wm, "tool_calls"),
+                                      1));
+        assert_string_equal(
+            cJSON_GetObjectItem(g, "finish_reason")->valuestring,
+            cJSON_GetObjectItem(w, "finish_reason")->valuestring);
+    }
+    assert_string_equal(cJSON_GetObjectItem(got, "model")->valuestring,
+                        "m\"q");
+    cJSON_Delete(want);
+    cJSON_Delete(got);
+    free(back);
+    cr_asm_free(a);
+    free(sse);
+}
+
 int
 main(void)
 {
@@ -350,6 +405,7 @@ main(void)
         cmocka_unit_test(test_a_stream_assembles_into_a_whole_completion),
         cmocka_unit_test(test_a_cut_or_failed_stream_is_never_assembled),
         cmocka_unit_test(test_replay_is_a_proper_event_stream_that_round_trips),
+        cmocka_unit_test(test_replay_keeps_escapes_tool_calls_and_choices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
