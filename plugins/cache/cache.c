@@ -57,6 +57,8 @@ typedef struct {
     int64_t ttl_ms, max_entries, max_bytes;
     int shared, cache_temperature;
     int kept; /* the host has respond_kept */
+    int prepared; /* hname is ready (the host has prepared headers) */
+    sluice_header_name_t hname; /* x-sluice-cache */
     /* What a lookup first reads into: the last hit's size, rounded up
      * to a KiB (answers to one route are alike); a bigger entry takes a
      * second read. Shared by the workers, a hint only. */
@@ -134,6 +136,9 @@ create(const sluice_host_t *h, sluice_req_t *ctx, const sluice_config_t *cfg,
         return SLUICE_EINVAL;
     }
     c->kept = SLUICE_HOST_HAS(h, respond_kept);
+    c->prepared = SLUICE_HOST_HAS(h, response_header_set_prepared) &&
+                  h->response_header_prepare(&c->hname, "x-sluice-cache") ==
+                      SLUICE_OK;
     atomic_init(&c->guess, 1024);
     atomic_init(&c->seq, 0);
     c->ttl_ms = ttl * 1000;
@@ -151,7 +156,11 @@ destroy(void *instance)
 static void
 mark(cache_t *c, sluice_req_t *req, const char *what)
 {
-    c->h->response_header_set(req, "x-sluice-cache", what);
+    if (c->prepared)
+        c->h->response_header_set_prepared(req, &c->hname, what,
+                                           strlen(what));
+    else
+        c->h->response_header_set(req, "x-sluice-cache", what);
     c->h->log_field_set(req, "cache", what);
     c->h->metric_add(req, "cache_requests_total",
                      what[0] == 'h'   ? "result=\"hit\""
