@@ -23,8 +23,15 @@ typedef struct sl_cleanup {
     void *data;
 } sl_cleanup_t;
 
+/* Reset keeps one extra block up to this size for the next request: a
+ * connection whose requests outgrow the first block (long prompts) then
+ * allocates nothing per request, and an idle connection holds at most
+ * this much more. */
+#define SL_ARENA_KEEP (64u << 10)
+
 struct sl_arena {
     sl_block_t *first, *cur;
+    sl_block_t *spare; /* kept by reset; not in the list */
     sl_cleanup_t *cleanups;
 };
 
@@ -47,6 +54,7 @@ sl_arena_create(size_t first_block)
     if (a == NULL)
         return NULL;
     a->first = a->cur = block_new(first_block ? first_block : 4096);
+    a->spare = NULL;
     a->cleanups = NULL;
     if (a->first == NULL) {
         free(a);
@@ -72,7 +80,13 @@ sl_arena_reset(sl_arena_t *a)
     sl_block_t *b = a->first->next;
     while (b != NULL) {
         sl_block_t *next = b->next;
-        free(b);
+        if (b->size <= SL_ARENA_KEEP &&
+            (a->spare == NULL || a->spare->size < b->size)) {
+            free(a->spare); /* the larger one serves more requests */
+            a->spare = b;
+        } else {
+            free(b);
+        }
         b = next;
     }
     a->first->next = NULL;
@@ -86,6 +100,7 @@ sl_arena_destroy(sl_arena_t *a)
     if (a == NULL)
         return;
     sl_arena_reset(a);
+    free(a->spare);
     free(a->first);
     free(a);
 }
@@ -98,12 +113,18 @@ sl_arena_alloc(sl_arena_t *a, size_t n)
         return NULL;
     sl_block_t *b = a->cur;
     if (b->size - b->used < need) {
-        size_t size = a->first->size;
-        while (size < need)
-            size *= 2;
-        sl_block_t *nb = block_new(size);
-        if (nb == NULL)
-            return NULL;
+        sl_block_t *nb;
+        if (a->spare != NULL && a->spare->size >= need) {
+            nb = a->spare;
+            a->spare = NULL;
+            nb->used = 0;
+        } else {
+            size_t size = a->first->size;
+            while (size < need)
+                size *= 2;
+            if ((nb = block_new(size)) == NULL)
+                return NULL;
+        }
         nb->next = b->next;
         b->next = nb;
         a->cur = nb;

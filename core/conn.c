@@ -274,7 +274,8 @@ format_head(sl_request_t *r, char *buf, size_t cap, int status,
     head_t h = {buf, cap, 0};
     if (c->w->draining || r->http.version_minor == 0)
         c->keep_alive = c->keep_alive && !c->w->draining;
-    uint64_t over = overhead_us(r, sl_now_us());
+    /* response_begin has just read the clock */
+    uint64_t over = overhead_us(r, r->t_first_byte);
     HEAD_LIT(&h, "HTTP/1.1 ");
     head_uint(&h, (unsigned)status, 3);
     HEAD_LIT(&h, " ");

@@ -54,17 +54,39 @@ skip_plain(const char *p, const char *end)
 #ifdef __SSE2__
     const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
     const __m128i ctl = _mm_set1_epi8(0x1f);
-    while (end - p >= 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-        /* c <= 0x1f unsigned: max(c, 0x1f) == 0x1f */
-        __m128i hit = _mm_or_si128(
-            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-            _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
-        int m = _mm_movemask_epi8(hit);
+    /* c <= 0x1f unsigned: max(c, 0x1f) == 0x1f */
+#define SL_HIT(v)                                                              \
+    _mm_or_si128(                                                              \
+        _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),     \
+        _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl))
+    /* Most strings are short: one 16-byte look ends them. */
+    if (end - p >= 16) {
+        int m = _mm_movemask_epi8(
+            SL_HIT(_mm_loadu_si128((const __m128i *)(const void *)p)));
         if (m != 0)
             return p + __builtin_ctz((unsigned)m);
         p += 16;
     }
+    /* Long prompts: 64 bytes a turn until something stops them. */
+    while (end - p >= 64) {
+        const __m128i *q = (const __m128i *)(const void *)p;
+        __m128i h = _mm_or_si128(
+            _mm_or_si128(SL_HIT(_mm_loadu_si128(q)),
+                         SL_HIT(_mm_loadu_si128(q + 1))),
+            _mm_or_si128(SL_HIT(_mm_loadu_si128(q + 2)),
+                         SL_HIT(_mm_loadu_si128(q + 3))));
+        if (_mm_movemask_epi8(h) != 0)
+            break;
+        p += 64;
+    }
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        int m = _mm_movemask_epi8(SL_HIT(v));
+        if (m != 0)
+            return p + __builtin_ctz((unsigned)m);
+        p += 16;
+    }
+#undef SL_HIT
 #endif
     while (p < end && (unsigned char)*p >= 0x20 && *p != '"' && *p != '\\')
         p++;

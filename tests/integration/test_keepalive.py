@@ -151,3 +151,16 @@ def test_head_timeout_runs_for_a_head_that_arrives_in_pieces(gateway):
         r = c.read_response()
         assert r.status == 408, r
         assert time.monotonic() - t0 < 4
+
+
+def test_long_prompts_in_turn_on_one_connection_keep_their_own_text(gw):
+    # A connection's memory is reused from request to request (the arena
+    # keeps a grown block): each answer must still be its own prompt's.
+    with Conn(gw.port) as c:
+        for i, n in enumerate([30000, 50, 45000, 30000, 10]):
+            text = " ".join(["w%d" % i] * (n // 3))
+            c.request("POST", CHAT, chat_body(text))
+            r = c.read_response()
+            assert r.status == 200, r
+            got = r.json()["choices"][0]["message"]["content"]
+            assert got == text, (i, len(got), len(text))

@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arena.h"
@@ -72,6 +73,33 @@ test_strndup_and_printf_copy_into_the_arena(void **state)
     sl_arena_destroy(a);
 }
 
+static void
+test_reset_keeps_a_grown_block_for_the_next_request(void **state)
+{
+    sl_arena_t *a = sl_arena_create(1024);
+    char *p1 = sl_arena_alloc(a, 20000); /* outgrows the first block */
+    assert_non_null(p1);
+    memset(p1, 1, 20000);
+    sl_arena_reset(a);
+    /* Had reset freed it, this would likely get its memory. */
+    char *other = malloc(20000 + 64);
+    assert_non_null(other);
+    char *p2 = sl_arena_alloc(a, 20000);
+    assert_ptr_equal(p2, p1);
+    memset(p2, 2, 20000);
+    /* and the first block still serves small allocations */
+    sl_arena_reset(a);
+    char *s = sl_arena_alloc(a, 16);
+    assert_true(s < p1 || s > p1 + 20000);
+    /* A block over the keep limit goes back to the system. */
+    char *big = sl_arena_alloc(a, 1u << 20);
+    assert_non_null(big);
+    memset(big, 3, 1u << 20);
+    sl_arena_reset(a);
+    free(other);
+    sl_arena_destroy(a);
+}
+
 int
 main(void)
 {
@@ -80,6 +108,7 @@ main(void)
         cmocka_unit_test(test_large_allocation_gets_its_own_block),
         cmocka_unit_test(test_cleanups_run_last_registered_first_on_reset),
         cmocka_unit_test(test_strndup_and_printf_copy_into_the_arena),
+        cmocka_unit_test(test_reset_keeps_a_grown_block_for_the_next_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

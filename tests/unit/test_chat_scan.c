@@ -195,6 +195,53 @@ test_long_of_a_number_matches_a_double_cast(void **state)
 }
 
 static void
+test_long_strings_stop_at_every_offset(void **state)
+{
+    /* A string of 200 bytes with one special byte at each offset: the
+     * 64- and 16-byte steps must stop exactly there. */
+    char b[300];
+    sl_chat_facts_t f;
+    for (int k = 0; k < 200; k++) {
+        for (int kind = 0; kind < 3; kind++) {
+            memset(b, 0, sizeof(b));
+            memcpy(b, "{\"model\":\"", 10);
+            memset(b + 10, 'a', 200);
+            size_t n = 210;
+            if (kind == 0) { /* an escape */
+                if (k == 199)
+                    continue;
+                b[10 + k] = '\\';
+                b[11 + k] = 'n';
+            } else if (kind == 1) { /* a raw control character */
+                b[10 + k] = '\x1f';
+            } else { /* the string ends early */
+                n = 10 + (size_t)k;
+            }
+            memcpy(b + n, "\"}", 2);
+            int rc = sl_chat_scan(b, n + 2, &f);
+            if (kind == 1) {
+                assert_int_equal(rc, -1);
+                continue;
+            }
+            assert_int_equal(rc, 0);
+            if (kind == 2) {
+                assert_false(f.model_escaped);
+                assert_int_equal(f.model_len, k);
+                continue;
+            }
+            assert_true(f.model_escaped);
+            assert_int_equal(f.model_at_len, 202);
+        }
+    }
+    /* and without a stop, a long plain string is read whole */
+    memcpy(b, "{\"model\":\"", 10);
+    memset(b + 10, 'b', 250);
+    memcpy(b + 260, "\"}", 2);
+    assert_int_equal(sl_chat_scan(b, 262, &f), 0);
+    assert_int_equal(f.model_len, 250);
+}
+
+static void
 test_find_matches_memmem(void **state)
 {
     static const char *const needles[] = {"\"usage\"", "\"content\"",
@@ -231,6 +278,7 @@ main(void)
         cmocka_unit_test(test_usage_only_event_has_empty_choices),
         cmocka_unit_test(test_long_of_a_number_matches_a_double_cast),
         cmocka_unit_test(test_find_matches_memmem),
+        cmocka_unit_test(test_long_strings_stop_at_every_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
