@@ -418,13 +418,13 @@ check_messages(sl_request_t *r, const sl_chat_facts_t *f)
     return 0;
 }
 
-/* Plugins, scripts and budgets read the request as a tree: it is decoded
- * before they run when the route or the config has any. */
+/* Plugins and budgets read the request as a tree: it is decoded before
+ * they run when the route or the config has any. Lua scripts decode it
+ * themselves when they need it (sl_lua_request_tree). */
 static int
 call_wants_tree(const sl_request_t *r, int route_plugins)
 {
-    if (r->snap->lua != NULL ||
-        (r->cfg->usage != NULL && r->cfg->usage->nbudgets > 0))
+    if (r->cfg->usage != NULL && r->cfg->usage->nbudgets > 0)
         return 1;
     return route_plugins &&
            sl_plugins_route(r->snap->plugins,
