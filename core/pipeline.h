@@ -9,6 +9,7 @@
 #ifndef SL_PIPELINE_H
 #define SL_PIPELINE_H
 
+#include "json_scan.h"
 #include "plugin.h"
 #include "request.h"
 
@@ -61,6 +62,15 @@ typedef struct sl_pipe {
     int stream_failed; /* a hook failed closed: drop the rest */
 
     int msgs_dirty; /* a message was rewritten: re-encode the body */
+
+    /* The request body read in place by the host (no tree), once: 0 not
+     * yet, 1 read, -1 the scanner refused it (the tree answers). */
+    int scan_state;
+    const char *scan_body;       /* the body read; another one is read again */
+    sl_jval_t scan_mct, scan_mt; /* max_completion_tokens, max_tokens */
+    sl_jval_t scan_msgs;         /* the messages member */
+    sl_jscan_t scan_cur;         /* in messages, on element scan_at */
+    size_t scan_n, scan_at;
 
     /* response_header_set: the lines "name: value\r\n" in one arena
      * buffer of SL_PIPE_HEADER_BYTES + 1 (r->plugin_headers), made on

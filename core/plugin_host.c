@@ -4,6 +4,7 @@
  * borrowed or arena-owned; nothing here is freed by a plugin. */
 #include "conn.h"
 #include "error.h"
+#include "json_scan.h"
 #include "pipeline.h"
 #include "providers/provider.h"
 #include "store.h"
@@ -475,12 +476,148 @@ h_response_header_set_prepared(sluice_req_t *req, const sluice_header_name_t *h,
 
 /* ---- the chat request ---- */
 
+/* The request as a cJSON tree, decoded on first use. The proxy reads a
+ * body it can scan in place without one (k->scanned); a plugin that only
+ * reads the message count, max_tokens and string texts never needs it
+ * (scan_* below). NULL without a body, or out of memory. */
+static cJSON *
+request_tree(sluice_req_t *req) {
+    sl_call_t *k = req->pipe->k;
+    if (k == NULL)
+        return NULL;
+    if (k->json == NULL && k->scanned != NULL) {
+        const sl_request_t *r = R(req);
+        cJSON *j = cJSON_ParseWithLength(r->body, r->body_len);
+        if (j == NULL || sl_arena_cleanup_add(A(req), free_json, j) != 0) {
+            cJSON_Delete(j);
+            return NULL;
+        }
+        k->json = j;
+    }
+    return k->json;
+}
+
+/* The body to scan in place: the client's, while no tree was decoded (a
+ * tree may have been changed by a hook; it is the truth once it exists). */
+static const char *
+scannable(sluice_req_t *req) {
+    const sl_call_t *k = req->pipe->k;
+    return k != NULL && k->json == NULL && k->scanned != NULL &&
+                   k->scanned == R(req)->body
+               ? k->scanned
+               : NULL;
+}
+
+/* Reads the body's top level once: where messages, max_completion_tokens
+ * and max_tokens are (the first of each name, as cJSON finds them). 1, or
+ * 0 when the scanner refuses the body (the tree answers then). */
+static int
+scan_top(sluice_req_t *req, const char *body) {
+    sl_pipe_t *p = req->pipe;
+    if (p->scan_body != body) { /* a script replaced the body since */
+        memset(&p->scan_mct, 0, sizeof(p->scan_mct));
+        memset(&p->scan_mt, 0, sizeof(p->scan_mt));
+        memset(&p->scan_msgs, 0, sizeof(p->scan_msgs));
+        p->scan_cur.p = NULL;
+        p->scan_state = 0;
+        p->scan_body = body;
+    }
+    if (p->scan_state != 0)
+        return p->scan_state > 0;
+    p->scan_state = -1;
+    sl_jscan_t s;
+    sl_jscan_init(&s, body, R(req)->body_len);
+    size_t n = 0, klen;
+    const char *key;
+    if (sl_jscan_enter(&s) != 0)
+        return 0;
+    for (;;) {
+        int rc = sl_jscan_member(&s, &n, &key, &klen);
+        if (rc < 0)
+            return 0;
+        if (rc == 0)
+            break;
+        sl_jval_t *want = NULL;
+        if (sl_json_key_is(key, klen, "messages"))
+            want = &p->scan_msgs;
+        else if (sl_json_key_is(key, klen, "max_completion_tokens"))
+            want = &p->scan_mct;
+        else if (sl_json_key_is(key, klen, "max_tokens"))
+            want = &p->scan_mt;
+        if (want != NULL && want->type == SL_JSON_NONE) {
+            if (sl_jscan_value(&s, want) != 0)
+                return 0;
+        } else if (sl_jscan_value(&s, NULL) != 0) {
+            return 0;
+        }
+    }
+    p->scan_state = 1;
+    return 1;
+}
+
+/* Message i's content in place: SCAN_TEXT with *v on a string, SCAN_NONE
+ * when the message has no text (content absent, null, not a string nor
+ * parts), SCAN_PAST past the end, SCAN_TREE when the tree must answer
+ * (content parts, or a body the scanner refuses). Reading the messages in
+ * order steps on from the last one read. */
+enum { SCAN_TREE = 0, SCAN_TEXT, SCAN_NONE, SCAN_PAST };
+
+static int
+scan_content(sluice_req_t *req, const char *body, size_t i, sl_jval_t *v) {
+    sl_pipe_t *p = req->pipe;
+    if (!scan_top(req, body) || p->scan_msgs.type != SL_JSON_ARRAY)
+        return SCAN_TREE;
+    sl_jscan_t *s = &p->scan_cur;
+    if (s->p == NULL || i < p->scan_at) { /* from the first element */
+        sl_jscan_init(s, p->scan_msgs.start, p->scan_msgs.len);
+        p->scan_n = 0;
+        p->scan_at = 0;
+        if (sl_jscan_enter(s) != 0)
+            return SCAN_TREE;
+        int rc = sl_jscan_element(s, &p->scan_n);
+        if (rc != 1)
+            return rc == 0 ? SCAN_PAST : SCAN_TREE;
+    }
+    while (p->scan_at < i) {
+        int rc = sl_jscan_value(s, NULL);
+        if (rc == 0)
+            rc = sl_jscan_element(s, &p->scan_n);
+        if (rc != 1) {
+            s->p = NULL;
+            return rc == 0 ? SCAN_PAST : SCAN_TREE;
+        }
+        p->scan_at++;
+    }
+    /* A copy walks into the element; the cursor stays on it. */
+    sl_jscan_t e = *s;
+    if (sl_jscan_peek(&e) != SL_JSON_OBJECT)
+        return SCAN_NONE;
+    if (sl_jscan_enter(&e) != 0)
+        return SCAN_TREE;
+    const char *key;
+    size_t klen, n = 0;
+    for (;;) {
+        int rc = sl_jscan_member(&e, &n, &key, &klen);
+        if (rc <= 0)
+            return rc == 0 ? SCAN_NONE : SCAN_TREE;
+        if (sl_json_key_is(key, klen, "content")) {
+            if (sl_jscan_value(&e, v) != 0)
+                return SCAN_TREE;
+            return v->type == SL_JSON_STRING  ? SCAN_TEXT
+                   : v->type == SL_JSON_ARRAY ? SCAN_TREE
+                                              : SCAN_NONE;
+        }
+        if (sl_jscan_value(&e, NULL) != 0)
+            return SCAN_TREE;
+    }
+}
+
 static cJSON *
 messages(sluice_req_t *req) {
     sl_call_t *k = req->pipe->k;
     if (k == NULL || k->kind != SL_CALL_CHAT)
         return NULL;
-    cJSON *m = cJSON_GetObjectItemCaseSensitive(k->json, "messages");
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(request_tree(req), "messages");
     return cJSON_IsArray(m) ? m : NULL;
 }
 
@@ -510,6 +647,13 @@ h_stream(sluice_req_t *req) {
 static int
 h_message_count(sluice_req_t *req, size_t *count) {
     PHASE(req, P_REQUEST_ANY);
+    const sl_call_t *k = req->pipe->k;
+    if (scannable(req) != NULL) { /* what call_new read of the body */
+        *count = k->kind == SL_CALL_CHAT && k->facts.messages == SL_JSON_ARRAY
+                     ? k->facts.nmessages
+                     : 0;
+        return SLUICE_OK;
+    }
     cJSON *m = messages(req);
     *count = m != NULL ? (size_t)cJSON_GetArraySize(m) : 0;
     return SLUICE_OK;
@@ -535,9 +679,46 @@ is_text_part(const cJSON *part) {
             (cJSON_IsString(type) && strcmp(type->valuestring, "text") == 0));
 }
 
+/* A string value's text as cJSON decodes it, in the arena; NULL when out
+ * of memory. */
+static char *
+jval_text(sluice_req_t *req, const sl_jval_t *v, size_t *len) {
+    if (!v->escaped) {
+        *len = v->len - 2;
+        return sl_arena_strndup(A(req), v->start + 1, *len);
+    }
+    cJSON *j = cJSON_ParseWithLength(v->start, v->len);
+    char *t = cJSON_IsString(j) ? sl_arena_strndup(A(req), j->valuestring,
+                                                   strlen(j->valuestring))
+                                : NULL;
+    if (t != NULL)
+        *len = strlen(t);
+    cJSON_Delete(j);
+    return t;
+}
+
 static int
 h_message_text(sluice_req_t *req, size_t i, const char **text, size_t *len) {
     PHASE(req, P_REQUEST_ANY);
+    const char *body = scannable(req);
+    if (body != NULL && req->pipe->k->kind == SL_CALL_CHAT) {
+        sl_jval_t v;
+        switch (scan_content(req, body, i, &v)) {
+        case SCAN_TEXT: {
+            size_t n = 0;
+            char *t = jval_text(req, &v, &n);
+            if (t == NULL)
+                return SLUICE_ENOMEM;
+            *text = t;
+            if (len != NULL)
+                *len = n;
+            return SLUICE_OK;
+        }
+        case SCAN_NONE:
+        case SCAN_PAST: return SLUICE_ENOTFOUND;
+        default: break; /* content parts: the tree joins them */
+        }
+    }
     const cJSON *m = message_at(req, i);
     if (m == NULL)
         return SLUICE_ENOTFOUND;
@@ -1231,18 +1412,45 @@ h_attr_get(sluice_req_t *req, const char *name, const char **value) {
     return SLUICE_ENOTFOUND;
 }
 
+/* A number's text as cJSON reads it (strtod, but for plain integers). */
+static double
+jval_double(const sl_jval_t *v) {
+    char buf[64]; /* the scanner takes no longer number */
+    if (v->len >= sizeof(buf))
+        return -1;
+    memcpy(buf, v->start, v->len);
+    buf[v->len] = '\0';
+    if (v->len <= 15 && strspn(buf, "0123456789") == v->len) {
+        double d = 0;
+        for (size_t i = 0; i < v->len; i++)
+            d = d * 10 + (buf[i] - '0');
+        return d;
+    }
+    return strtod(buf, NULL);
+}
+
 static int
 h_request_max_tokens(sluice_req_t *req, int64_t *value) {
     PHASE(req, P_REQUEST_ANY);
-    sl_call_t *k = req->pipe->k;
-    if (k == NULL || value == NULL)
+    if (req->pipe->k == NULL || value == NULL)
         return SLUICE_ENOTFOUND;
     static const char *const keys[] = {"max_completion_tokens", "max_tokens"};
+    const char *body = scannable(req);
+    const sl_jval_t *scanned[2] = {&req->pipe->scan_mct, &req->pipe->scan_mt};
+    int in_place = body != NULL && scan_top(req, body);
     for (size_t i = 0; i < 2; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(k->json, keys[i]);
-        if (cJSON_IsNumber(v) && v->valuedouble >= 0 &&
-            v->valuedouble < 9007199254740992.0) {
-            *value = (int64_t)v->valuedouble;
+        double d = -1;
+        if (in_place) {
+            if (scanned[i]->type == SL_JSON_NUMBER)
+                d = jval_double(scanned[i]);
+        } else {
+            const cJSON *v =
+                cJSON_GetObjectItemCaseSensitive(request_tree(req), keys[i]);
+            if (cJSON_IsNumber(v))
+                d = v->valuedouble;
+        }
+        if (d >= 0 && d < 9007199254740992.0) {
+            *value = (int64_t)d;
             return SLUICE_OK;
         }
     }
@@ -1268,10 +1476,10 @@ h_usage(sluice_req_t *req, int64_t *prompt_tokens, int64_t *completion_tokens) {
 static int
 h_request_json(sluice_req_t *req, const char **json, size_t *len) {
     PHASE(req, P_REQUEST_ANY);
-    sl_call_t *k = req->pipe->k;
-    if (k == NULL || k->json == NULL || json == NULL)
+    cJSON *tree = request_tree(req);
+    if (tree == NULL || json == NULL)
         return SLUICE_ENOTFOUND;
-    char *s = cJSON_PrintUnformatted(k->json);
+    char *s = cJSON_PrintUnformatted(tree);
     if (s == NULL)
         return SLUICE_ENOMEM;
     char *copy = sl_arena_strndup(A(req), s, strlen(s));

@@ -1112,6 +1112,97 @@ test_a_kv_handle_is_only_given_at_load(void **state) {
     sl_config_free(cfg);
 }
 
+/* A host call context on f's request with no hook run: the pipe is built
+ * by hand so that no plugin decodes the body first. */
+static struct sluice_req
+bare_req(fake_t *f, sl_pipe_t *p, const sl_plugin_inst_t *in) {
+    memset(p, 0, sizeof(*p));
+    p->r = &f->r;
+    p->k = &f->k;
+    f->r.pipe = p;
+    struct sluice_req req = {
+        .pipe = p, .inst = in, .phase = SLUICE_PHASE_REQUEST};
+    return req;
+}
+
+static void
+test_host_reads_a_body_in_place_as_it_reads_its_tree(void **state) {
+    sl_config_t *cfg;
+    sl_plugins_t *ps = load(
+        BASE "'plugins':{'hd':{'path':'testgood.so'}}," ROUTE("'hd'"), &cfg);
+    assert_non_null(ps);
+    static const char *const bodies[] = {
+        CHAT,
+        "{\"model\":\"echo\",\"max_tokens\":7,\"messages\":["
+        "{\"role\":\"user\",\"content\":\"a\\n\\\"b\\\" \\u00e9\"},"
+        "{\"role\":\"assistant\",\"content\":null},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
+        "\"x\"},{\"type\":\"image_url\",\"image_url\":{}},{\"text\":\"y\"}]},"
+        "{\"role\":\"tool\"},{\"content\":\"first\",\"content\":\"2nd\","
+        "\"role\":\"user\"}]}",
+        "{\"model\":\"echo\",\"max_completion_tokens\":-0.5,"
+        "\"max_tokens\":1e3,\"messages\":[{\"role\":\"user\","
+        "\"content\":\"\"}]}",
+        "{\"model\":\"echo\",\"max_tokens\":1.9,\"max_tokens\":5,"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}",
+        "{\"model\":\"echo\",\"max_completion_tokens\":1e300,"
+        "\"max_tokens\":\"3\",\"messages\":[{\"role\":\"user\","
+        "\"content\":5}]}",
+        "{\"model\":\"echo\",\"max_tokens\":-0,\"messages\":[{\"role\":"
+        "\"user\",\"content\":\"a\\u0000b\"}]}",
+        "{\"model\":\"echo\",\"max_completion_tokens\":12345678901234567,"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"z\"}]}",
+    };
+    const sluice_host_t *h = sl_plugin_host();
+    for (size_t b = 0; b < sizeof(bodies) / sizeof(bodies[0]); b++) {
+        fake_t t, s;
+        sl_pipe_t tp, sp;
+        fake_init(&t, cfg, ps, HEAD, bodies[b]);
+        fake_init(&s, cfg, ps, HEAD, bodies[b]);
+        /* s as the proxy leaves a body it read in place: facts, no tree */
+        cJSON_Delete(s.k.json);
+        s.k.json = NULL;
+        assert_int_equal(sl_chat_scan(s.r.body, s.r.body_len, &s.k.facts), 0);
+        s.k.scanned = s.r.body;
+        struct sluice_req tr = bare_req(&t, &tp, &ps->insts[0]);
+        struct sluice_req sr = bare_req(&s, &sp, &ps->insts[0]);
+
+        size_t tn = 99, sn = 99;
+        assert_int_equal(h->message_count(&tr, &tn), 0);
+        assert_int_equal(h->message_count(&sr, &sn), 0);
+        assert_int_equal(tn, sn);
+        int64_t tm = -1, sm = -1;
+        assert_int_equal(h->request_max_tokens(&sr, &sm),
+                         h->request_max_tokens(&tr, &tm));
+        assert_true(tm == sm);
+        for (size_t i = 0; i <= tn; i++) {
+            const char *tt = NULL, *st = NULL;
+            size_t tl = 0, sl = 0;
+            int trc = h->message_text(&tr, i, &tt, &tl);
+            int src = h->message_text(&sr, i, &st, &sl);
+            assert_int_equal(src, trc);
+            if (trc == 0) {
+                assert_int_equal(sl, tl);
+                assert_string_equal(st, tt);
+            }
+        }
+        for (size_t i = tn + 1; i-- > 0;) { /* backwards: read again */
+            const char *tt = NULL, *st = NULL;
+            int trc = h->message_text(&tr, i, &tt, NULL);
+            assert_int_equal(h->message_text(&sr, i, &st, NULL), trc);
+            if (trc == 0)
+                assert_string_equal(st, tt);
+        }
+        if (b == 0) /* plain strings: read in place, never decoded */
+            assert_null(s.k.json);
+        s.k.json = NULL; /* a tree decoded on demand is the arena's */
+        fake_end(&t);
+        fake_end(&s);
+    }
+    sl_plugins_free(ps);
+    sl_config_free(cfg);
+}
+
 static void
 test_host_table_starts_with_its_size(void **state) {
     const sluice_host_t *h = sl_plugin_host();
@@ -1166,6 +1257,7 @@ main(void) {
             test_host_gives_the_whole_request_log_fields_and_replayed_answers),
         cmocka_unit_test(test_kv_is_namespaced_per_instance_and_counts),
         cmocka_unit_test(test_a_kv_handle_is_only_given_at_load),
+        cmocka_unit_test(test_host_reads_a_body_in_place_as_it_reads_its_tree),
         cmocka_unit_test(test_host_table_starts_with_its_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
