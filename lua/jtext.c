@@ -2,7 +2,14 @@
  * ctx.answer read and splice a single string of a request or an answer,
  * and a walk over bytes costs a fraction of building a tree of the whole
  * document. Malformed text is "not found", never an error: the caller
- * then falls back to the exact path or says there is no value. */
+ * then falls back to the exact path or says there is no value.
+ *
+ * Not core/json_scan.c: that one checks every byte it passes, because it
+ * decides whether a body is JSON at all. The texts here were read by the
+ * proxy already (the request when it arrived, a model's answer before it
+ * is passed on), and this walk stays within bounds whatever it is given,
+ * so it only finds where values end: about two thirds of the cost on the
+ * benchmark's answer. */
 #include "lua_int.h"
 
 #include <stdint.h>
