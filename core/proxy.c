@@ -340,7 +340,7 @@ sl_call_reroute(sl_call_t *k)
 }
 
 cJSON *
-sl_call_json(sl_call_t *k)
+sl_call_tree(sl_call_t *k)
 {
     if (k->json != NULL)
         return k->json;
@@ -349,10 +349,18 @@ sl_call_json(sl_call_t *k)
     cJSON *json = cJSON_ParseWithLength(r->body, r->body_len);
     if (json == NULL || sl_arena_cleanup_add(r->arena, free_json, json) != 0) {
         cJSON_Delete(json);
-        sl_response_error(r, 503, "out of memory", "server_busy");
         return NULL;
     }
     k->json = json;
+    return json;
+}
+
+cJSON *
+sl_call_json(sl_call_t *k)
+{
+    cJSON *json = sl_call_tree(k);
+    if (json == NULL)
+        sl_response_error(k->r, 503, "out of memory", "server_busy");
     return json;
 }
 

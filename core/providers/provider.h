@@ -84,6 +84,9 @@ void sl_call_attempt(sl_call_t *k);
  * client answered 503) when out of memory. Adapters that do not send the
  * client's bytes through, plugins and scripts need it. */
 cJSON *sl_call_json(sl_call_t *k);
+/* The same without answering: NULL when out of memory. For host calls made
+ * from inside a plugin hook or a script, which must not answer. */
+cJSON *sl_call_tree(sl_call_t *k);
 /* Reads an OpenAI `usage` object into the request's counters. */
 void sl_call_take_usage(sl_call_t *k, const cJSON *usage);
 /* Reads the usage of an OpenAI answer or stream event (text) into the
