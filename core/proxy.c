@@ -5,7 +5,6 @@
 #include "../lua/host.h"
 #include "error.h"
 #include "pipeline.h"
-#include "plugin.h"
 #include "pricing.h"
 #include "snapshot.h"
 #include "providers/provider.h"
@@ -426,17 +425,13 @@ check_messages(sl_request_t *r, const sl_chat_facts_t *f)
     return 0;
 }
 
-/* Plugins and budgets read the request as a tree: it is decoded before
- * they run when the route or the config has any. Lua scripts decode it
- * themselves when they need it (sl_lua_request_tree). */
+/* Budgets read the request as a tree: it is decoded before they run when
+ * the config has any. Plugins (plugin_host.c) and Lua scripts decode it
+ * themselves when a hook needs one. */
 static int
-call_wants_tree(const sl_request_t *r, int route_plugins)
+call_wants_tree(const sl_request_t *r)
 {
-    if (r->cfg->usage != NULL && r->cfg->usage->nbudgets > 0)
-        return 1;
-    return route_plugins &&
-           sl_plugins_route(r->snap->plugins,
-                            (size_t)(r->route - r->cfg->routes)) != NULL;
+    return r->cfg->usage != NULL && r->cfg->usage->nbudgets > 0;
 }
 
 /* Decodes and checks what every model endpoint needs; answers the client
@@ -685,7 +680,7 @@ sl_call_attempt(sl_call_t *k)
 void
 sl_proxy_chat(sl_request_t *r)
 {
-    sl_call_t *k = call_new(r, SL_CALL_CHAT, call_wants_tree(r, 1));
+    sl_call_t *k = call_new(r, SL_CALL_CHAT, call_wants_tree(r));
     if (k != NULL && sl_pipeline_request(r, k) == 0 &&
         sl_budget_admit(r, k) == 0 && sl_lua_request(r, k) == 0)
         attempt(k);
@@ -694,7 +689,7 @@ sl_proxy_chat(sl_request_t *r)
 void
 sl_proxy_subcall(sl_request_t *r)
 {
-    sl_call_t *k = call_new(r, SL_CALL_CHAT, call_wants_tree(r, 0));
+    sl_call_t *k = call_new(r, SL_CALL_CHAT, call_wants_tree(r));
     if (k != NULL && sl_budget_admit(r, k) == 0)
         attempt(k);
 }
@@ -702,7 +697,7 @@ sl_proxy_subcall(sl_request_t *r)
 void
 sl_proxy_embeddings(sl_request_t *r)
 {
-    sl_call_t *k = call_new(r, SL_CALL_EMBEDDINGS, call_wants_tree(r, 1));
+    sl_call_t *k = call_new(r, SL_CALL_EMBEDDINGS, call_wants_tree(r));
     if (k != NULL && sl_pipeline_request(r, k) == 0 &&
         sl_budget_admit(r, k) == 0)
         attempt(k);
