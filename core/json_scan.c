@@ -14,16 +14,6 @@
  * one does not parse there, so it must not parse here. */
 #define SL_JSON_MAX_NUMBER 63
 
-static inline const char *
-skip_ws(const char *p, const char *end)
-{
-    if (p < end && (unsigned char)*p > ' ')
-        return p; /* compact JSON has none */
-    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
-        p++;
-    return p;
-}
-
 static int
 hex4(const char *p, const char *end, unsigned *out)
 {
@@ -93,10 +83,9 @@ skip_plain(const char *p, const char *end)
     return p;
 }
 
-/* p is just past the opening quote; returns the byte after the closing
- * one, or NULL. Surrogates must pair up: cJSON refuses a lone one. */
-static const char *
-scan_string(const char *p, const char *end, int *escaped)
+/* Surrogates must pair up: cJSON refuses a lone one. */
+const char *
+sl_json_string_end(const char *p, const char *end, int *escaped)
 {
     while ((p = skip_plain(p, end)) < end) {
         unsigned char c = (unsigned char)*p;
@@ -183,7 +172,9 @@ scan_scalar(const char *p, const char *end, sl_json_type_t *type,
             int *escaped)
 {
     switch (*p) {
-    case '"': *type = SL_JSON_STRING; return scan_string(p + 1, end, escaped);
+    case '"':
+        *type = SL_JSON_STRING;
+        return sl_json_string_end(p + 1, end, escaped);
     case 't': *type = SL_JSON_TRUE; return scan_word(p, end, "true", 4);
     case 'f': *type = SL_JSON_FALSE; return scan_word(p, end, "false", 5);
     case 'n': *type = SL_JSON_NULL; return scan_word(p, end, "null", 4);
@@ -203,18 +194,18 @@ scan_container(const char *p, const char *end, int depth)
         if (depth + top >= SL_JSON_MAX_DEPTH)
             return NULL;
         stack[top++] = *p == '{' ? '}' : ']';
-        p = skip_ws(p + 1, end);
+        p = sl_json_skip_ws(p + 1, end);
         if (p >= end || *p != stack[top - 1])
             goto item;
         p++;
         if (--top == 0)
             return p;
     after: /* a value ended inside stack[top - 1] */
-        p = skip_ws(p, end);
+        p = sl_json_skip_ws(p, end);
         if (p >= end)
             return NULL;
         if (*p == ',') {
-            p = skip_ws(p + 1, end);
+            p = sl_json_skip_ws(p + 1, end);
             goto item;
         }
         if (*p != stack[top - 1])
@@ -226,12 +217,12 @@ scan_container(const char *p, const char *end, int depth)
     item:
         if (stack[top - 1] == '}') {
             if (p >= end || *p != '"' ||
-                (p = scan_string(p + 1, end, &esc)) == NULL)
+                (p = sl_json_string_end(p + 1, end, &esc)) == NULL)
                 return NULL;
-            p = skip_ws(p, end);
+            p = sl_json_skip_ws(p, end);
             if (p >= end || *p != ':')
                 return NULL;
-            p = skip_ws(p + 1, end);
+            p = sl_json_skip_ws(p + 1, end);
         }
         if (p >= end)
             return NULL;
@@ -243,100 +234,10 @@ scan_container(const char *p, const char *end, int depth)
     }
 }
 
-void
-sl_jscan_init(sl_jscan_t *s, const char *text, size_t len)
-{
-    s->p = text;
-    s->end = text + len;
-    s->depth = 0;
-}
-
-int
-sl_jscan_peek(sl_jscan_t *s)
-{
-    s->p = skip_ws(s->p, s->end);
-    if (s->p >= s->end)
-        return -1;
-    switch (*s->p) {
-    case '{': return SL_JSON_OBJECT;
-    case '[': return SL_JSON_ARRAY;
-    case '"': return SL_JSON_STRING;
-    case 't': return SL_JSON_TRUE;
-    case 'f': return SL_JSON_FALSE;
-    case 'n': return SL_JSON_NULL;
-    default:
-        return *s->p == '-' || (*s->p >= '0' && *s->p <= '9') ? SL_JSON_NUMBER
-                                                               : -1;
-    }
-}
-
-int
-sl_jscan_enter(sl_jscan_t *s)
-{
-    int t = sl_jscan_peek(s);
-    if ((t != SL_JSON_OBJECT && t != SL_JSON_ARRAY) ||
-        s->depth + 1 >= SL_JSON_MAX_DEPTH)
-        return -1;
-    s->p++;
-    s->depth++;
-    return 0;
-}
-
-/* Before the next item of a container: 1 when there is one (the comma
- * consumed), 0 after the closing bracket. */
-static int
-next_item(sl_jscan_t *s, size_t *n, char close)
-{
-    const char *p = skip_ws(s->p, s->end);
-    if (p >= s->end)
-        return -1;
-    if (*p == close) {
-        s->p = p + 1;
-        s->depth--;
-        return 0;
-    }
-    if (*n > 0) {
-        if (*p != ',')
-            return -1;
-        p = skip_ws(p + 1, s->end);
-    }
-    (*n)++;
-    s->p = p;
-    return 1;
-}
-
-int
-sl_jscan_member(sl_jscan_t *s, size_t *n, const char **key, size_t *klen)
-{
-    int rc = next_item(s, n, '}');
-    if (rc <= 0)
-        return rc;
-    const char *p = s->p;
-    int esc = 0;
-    if (p >= s->end || *p != '"')
-        return -1;
-    const char *k = p + 1;
-    if ((p = scan_string(k, s->end, &esc)) == NULL || esc)
-        return -1; /* a key with escapes could name anything: cJSON's turn */
-    *key = k;
-    *klen = (size_t)(p - 1 - k);
-    p = skip_ws(p, s->end);
-    if (p >= s->end || *p != ':')
-        return -1;
-    s->p = skip_ws(p + 1, s->end);
-    return 1;
-}
-
-int
-sl_jscan_element(sl_jscan_t *s, size_t *n)
-{
-    return next_item(s, n, ']');
-}
-
 int
 sl_jscan_value(sl_jscan_t *s, sl_jval_t *v)
 {
-    const char *p = skip_ws(s->p, s->end), *e;
+    const char *p = sl_json_skip_ws(s->p, s->end), *e;
     sl_json_type_t t;
     int esc = 0;
     if (p >= s->end)
@@ -357,13 +258,6 @@ sl_jscan_value(sl_jscan_t *s, sl_jval_t *v)
     }
     s->p = e;
     return 0;
-}
-
-int
-sl_jscan_finish(sl_jscan_t *s)
-{
-    s->p = skip_ws(s->p, s->end);
-    return s->p == s->end && s->depth == 0 ? 0 : -1;
 }
 
 int

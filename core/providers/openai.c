@@ -61,7 +61,8 @@ rewrite_tree(sl_call_t *k)
     return changed;
 }
 
-static const char usage_member[] = ",\"stream_options\":{\"include_usage\":true}";
+static const char usage_member[] =
+    ",\"stream_options\":{\"include_usage\":true}";
 
 /* The same rewrite made in the client's bytes, which stay as they are
  * around it: the model's text replaced, the stream_options member added
